@@ -1,0 +1,3 @@
+from rnnembed.cli import main
+
+main()

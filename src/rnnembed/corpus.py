@@ -1,0 +1,185 @@
+"""Read a corpus: text files and folders, JSON Lines and CSV/TSV, streamed record by record.
+
+A plain text file gives one record per line (PTB's convention); a ``.jsonl`` file one per
+object (its ``field``); a ``.csv``/``.tsv`` file one per row (its ``column``). Nothing is
+loaded whole, so a corpus larger than memory can be tokenized as it streams by.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from rnnembed.errors import RnnembedError
+
+TEXT_SUFFIXES = frozenset({".txt", ".text", ".md", ".rst", ".tokens"})
+JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson"})
+TABLE_DELIMITERS = {".csv": ",", ".tsv": "\t"}
+CORPUS_SUFFIXES = TEXT_SUFFIXES | JSONL_SUFFIXES | frozenset(TABLE_DELIMITERS)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One unit of text and where it came from (``line`` is 1-based)."""
+
+    text: str
+    path: Path
+    line: int
+
+    @property
+    def source(self) -> str:
+        return f"{self.path}:{self.line}"
+
+
+def corpus_files(paths: Iterable[str | Path]) -> list[Path]:
+    """The files behind ``paths``: files as given, folders searched recursively for files
+    ending in one of ``CORPUS_SUFFIXES`` (hidden files and folders skipped), in sorted order."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files.extend(
+                f
+                for f in sorted(p.rglob("*"))
+                if f.is_file()
+                and f.suffix.lower() in CORPUS_SUFFIXES
+                and not any(part.startswith(".") for part in f.relative_to(p).parts)
+            )
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise RnnembedError(f"{p}: no such file or folder; check the path")
+    return files
+
+
+def read_corpus(
+    paths: Iterable[str | Path],
+    *,
+    encoding: str = "utf-8",
+    field: str = "text",
+    column: str = "text",
+) -> Iterator[Record]:
+    """Stream the records of every file behind ``paths``.
+
+    Raises :class:`RnnembedError` (file, byte offset, what to do) for text that is not valid
+    in ``encoding``, for binary files, and, once the stream ends, for a corpus with no text.
+    """
+    paths = list(paths)
+    _check_encoding(encoding)
+    has_text = False
+    for path in corpus_files(paths):
+        for record in _read_file(path, encoding, field, column):
+            has_text = has_text or bool(record.text.strip())
+            yield record
+    if not has_text:
+        names = ", ".join(str(p) for p in paths) or "(no paths given)"
+        raise RnnembedError(
+            f"the corpus is empty: no text in {names}; give files or folders that contain text "
+            f"(folders are searched for {', '.join(sorted(CORPUS_SUFFIXES))})"
+        )
+
+
+def iter_texts(paths: Iterable[str | Path], **options: str) -> Iterator[str]:
+    """The texts of :func:`read_corpus`, without their sources."""
+    return (record.text for record in read_corpus(paths, **options))
+
+
+def _check_encoding(encoding: str) -> None:
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise RnnembedError(
+            f"unknown encoding {encoding!r}; try utf-8, cp1252 or latin-1"
+        ) from None
+    if "\n".encode(encoding, errors="replace") != b"\n":
+        raise RnnembedError(
+            f"encoding {encoding!r} is not supported (its line breaks are not single bytes); "
+            f"convert the file to UTF-8, e.g. iconv -f {encoding} -t utf-8"
+        )
+
+
+def _read_file(path: Path, encoding: str, field: str, column: str) -> Iterator[Record]:
+    suffix = path.suffix.lower()
+    lines = _decoded_lines(path, encoding)
+    if suffix in JSONL_SUFFIXES:
+        yield from _read_jsonl(path, lines, field)
+    elif suffix in TABLE_DELIMITERS:
+        yield from _read_table(path, lines, column, TABLE_DELIMITERS[suffix])
+    else:
+        for number, line in lines:
+            yield Record(_strip_newline(line), path, number)
+
+
+def _strip_newline(line: str) -> str:
+    return line.removesuffix("\n").removesuffix("\r")
+
+
+def _decoded_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
+    """(line number, decoded line with its newline), checking every byte on the way."""
+    utf8 = codecs.lookup(encoding).name == "utf-8"
+    offset = 0
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            nul = raw.find(b"\0")
+            if nul >= 0:
+                raise RnnembedError(
+                    f"{path}: byte {offset + nul} is a NUL byte, so this looks like a binary file "
+                    "(or UTF-16 text); pass text files only, or convert it to UTF-8"
+                )
+            try:
+                text = raw.decode("utf-8-sig" if utf8 and number == 1 else encoding)
+            except UnicodeDecodeError as exc:
+                hint = (
+                    "pass --encoding cp1252 (or the file's real encoding)"
+                    if utf8
+                    else "pass the file's real --encoding"
+                )
+                raise RnnembedError(
+                    f"{path}: byte {offset + exc.start} (line {number}) is not valid {encoding} "
+                    f"(0x{raw[exc.start]:02X}); {hint}"
+                ) from None
+            offset += len(raw)
+            yield number, text
+
+
+def _read_jsonl(path: Path, lines: Iterator[tuple[int, str]], field: str) -> Iterator[Record]:
+    for number, line in lines:
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise RnnembedError(
+                f"{path}:{number}: not valid JSON ({exc.msg}); fix the line"
+            ) from None
+        if not isinstance(obj, dict) or not isinstance(obj.get(field), str):
+            keys = ", ".join(obj) if isinstance(obj, dict) else "none: not an object"
+            raise RnnembedError(
+                f"{path}:{number}: no text field {field!r} in this record (fields: {keys}); "
+                "pass --field NAME"
+            )
+        yield Record(obj[field], path, number)
+
+
+def _read_table(
+    path: Path, lines: Iterator[tuple[int, str]], column: str, delimiter: str
+) -> Iterator[Record]:
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    reader = csv.reader((line for _, line in lines), delimiter=delimiter)
+    header = next(reader, None)
+    if header is None:
+        return
+    if column not in header:
+        raise RnnembedError(
+            f"{path}: no column {column!r} (columns: {', '.join(header)}); pass --column NAME"
+        )
+    index = header.index(column)
+    row_start = reader.line_num + 1
+    for row in reader:
+        if len(row) > index:
+            yield Record(row[index], path, row_start)
+        row_start = reader.line_num + 1

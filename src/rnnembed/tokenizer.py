@@ -1,0 +1,266 @@
+"""Tokenizers: characters, words or byte-level BPE behind one class, saved as one JSON file.
+
+Every kind maps a line break to ``<eos>`` (PTB's convention: one ``<eos>`` per line), so a
+stream of lines and a text with newlines give the same ids, and decode turns ``<eos>`` back
+into a newline.
+
+- ``char``: one id per character seen in training; any other character is spelled as its
+  UTF-8 bytes (``<0x..>`` tokens), so every text round-trips.
+- ``word``: whitespace-separated words; words under ``min_freq`` or beyond ``vocab_size``
+  become ``<unk>``.
+- ``bpe``: byte-level BPE trained with Hugging Face ``tokenizers``; every Unicode text,
+  Chinese included, round-trips.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from pathlib import Path
+from typing import Literal
+
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, pre_tokenizers, trainers
+
+from rnnembed.atomic import atomic_write
+from rnnembed.errors import RnnembedError
+
+TokenizerKind = Literal["char", "word", "bpe"]
+KINDS: tuple[str, ...] = ("char", "word", "bpe")
+EOS = "<eos>"
+UNK = "<unk>"
+SPECIALS = (EOS, UNK)
+FORMAT = "rnnembed-tokenizer"
+BYTE_TOKENS = tuple(f"<0x{b:02X}>" for b in range(256))
+DEFAULT_BPE_VOCAB = 8000
+_BATCH_LINES = 1024
+
+
+class Tokenizer:
+    """Text <-> token ids. Build one with :meth:`train` or :meth:`load`."""
+
+    def __init__(self, kind: TokenizerKind, vocab: list[str] | None = None, hf=None):
+        _check_kind(kind)
+        self.kind = kind
+        self._hf: HFTokenizer | None = hf
+        if hf is not None:
+            vocab = [hf.id_to_token(i) for i in range(hf.get_vocab_size())]
+        self._vocab: list[str] = list(vocab or [])
+        self._index = {token: i for i, token in enumerate(self._vocab)}
+        missing = [s for s in SPECIALS if s not in self._index]
+        if missing:
+            raise RnnembedError(f"tokenizer vocabulary lacks {missing}; retrain the tokenizer")
+        self.eos_id = self._index[EOS]
+        self.unk_id = self._index[UNK]
+        self._byte_ids = [self._index.get(t, -1) for t in BYTE_TOKENS] if kind == "char" else []
+
+    # -- building -----------------------------------------------------------------------------
+
+    @classmethod
+    def train(
+        cls,
+        texts: Iterable[str],
+        kind: TokenizerKind = "bpe",
+        vocab_size: int | None = None,
+        min_freq: int = 1,
+    ) -> Tokenizer:
+        """Learn a vocabulary from ``texts`` (streamed once; lines or whole documents).
+
+        ``vocab_size`` caps the vocabulary, special tokens included (``bpe`` defaults to
+        8,000; ``char`` and ``word`` keep every symbol seen ``min_freq`` times or more).
+        """
+        _check_kind(kind)
+        lines = _lines(texts)
+        if kind == "bpe":
+            return cls("bpe", hf=_train_bpe(lines, vocab_size or DEFAULT_BPE_VOCAB, min_freq))
+        counts: Counter[str] = Counter()
+        for line in lines:
+            counts.update(line if kind == "char" else line.split())
+        fixed = list(SPECIALS) + (list(BYTE_TOKENS) if kind == "char" else [])
+        ranked = sorted(
+            (t for t, n in counts.items() if n >= min_freq and t not in SPECIALS),
+            key=lambda t: (-counts[t], t),
+        )
+        room = None if vocab_size is None else max(vocab_size - len(fixed), 0)
+        if not counts:
+            raise RnnembedError("cannot train a tokenizer on an empty corpus; give it some text")
+        return cls(kind, vocab=fixed + ranked[:room])
+
+    # -- encoding -----------------------------------------------------------------------------
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of distinct ids, special tokens included."""
+        return len(self._vocab)
+
+    def id_to_token(self, token_id: int) -> str:
+        return self._vocab[token_id]
+
+    def token_to_id(self, token: str) -> int | None:
+        return self._index.get(token)
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text``; each newline becomes ``<eos>``."""
+        ids: list[int] = []
+        for i, line_ids in enumerate(self._encode_lines(text.split("\n"))):
+            if i:
+                ids.append(self.eos_id)
+            ids.extend(line_ids)
+        return ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """:meth:`encode` for many texts at once (faster for ``bpe``)."""
+        return [self.encode(text) for text in texts] if self._hf is None else self._encode_hf(texts)
+
+    def encode_lines(self, lines: Iterable[str]) -> Iterator[list[int]]:
+        """Stream: the ids of each line followed by ``<eos>``, in bounded memory."""
+        it = iter(lines)
+        while chunk := list(islice(it, _BATCH_LINES)):
+            for ids in self._encode_lines(chunk):
+                ids.append(self.eos_id)
+                yield ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of ``ids``; ``<eos>`` becomes a newline."""
+        segments: list[list[int]] = [[]]
+        for i in ids:
+            if i == self.eos_id:
+                segments.append([])
+            else:
+                segments[-1].append(int(i))
+        return "\n".join(self._decode_line(seg) for seg in segments)
+
+    def _encode_lines(self, lines: list[str]) -> list[list[int]]:
+        if self._hf is not None:
+            return self._encode_hf(lines)
+        if self.kind == "word":
+            index, unk = self._index, self.unk_id
+            return [[index.get(w, unk) for w in line.split()] for line in lines]
+        return [self._encode_chars(line) for line in lines]
+
+    def _encode_hf(self, texts: list[str]) -> list[list[int]]:
+        # Newlines are <eos>, never BPE input: split, encode the lines in one batch, rejoin.
+        flat = [line for text in texts for line in text.split("\n")]
+        encoded = self._hf.encode_batch(flat, add_special_tokens=False)
+        out, pos = [], 0
+        for text in texts:
+            n = text.count("\n") + 1
+            ids: list[int] = []
+            for k, enc in enumerate(encoded[pos : pos + n]):
+                if k:
+                    ids.append(self.eos_id)
+                ids.extend(enc.ids)
+            out.append(ids)
+            pos += n
+        return out
+
+    def _encode_chars(self, line: str) -> list[int]:
+        index, ids = self._index, []
+        for ch in line:
+            i = index.get(ch)
+            if i is None:
+                ids.extend(self._byte_ids[b] for b in ch.encode("utf-8"))
+            else:
+                ids.append(i)
+        return ids
+
+    def _decode_line(self, ids: list[int]) -> str:
+        if self._hf is not None:
+            return self._hf.decode(ids, skip_special_tokens=False)
+        if self.kind == "word":
+            return " ".join(self._vocab[i] for i in ids)
+        out, pending = [], bytearray()
+        for i in ids:
+            token = self._vocab[i]
+            if token in _BYTE_VALUE:
+                pending.append(_BYTE_VALUE[token])
+                continue
+            if pending:
+                out.append(pending.decode("utf-8", errors="replace"))
+                pending.clear()
+            out.append(token)
+        if pending:
+            out.append(pending.decode("utf-8", errors="replace"))
+        return "".join(out)
+
+    # -- files --------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        data: dict = {"format": FORMAT, "version": 1, "kind": self.kind}
+        if self._hf is not None:
+            data["hf_tokenizer"] = json.loads(self._hf.to_str())
+        else:
+            data["vocab"] = self._vocab
+        return data
+
+    def save(self, path: str | Path) -> None:
+        """Write the tokenizer as one JSON file (atomically)."""
+        atomic_write(path, json.dumps(self.to_dict(), ensure_ascii=False))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Tokenizer:
+        """Read a tokenizer written by :meth:`save`."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise RnnembedError(f"{path}: no tokenizer file here; train one first") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RnnembedError(
+                f"{path}: not a readable tokenizer file ({exc}); restore it or retrain"
+            ) from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise RnnembedError(f"{path}: not an rnnembed tokenizer file; restore it or retrain")
+        try:
+            if data["kind"] == "bpe":
+                return cls("bpe", hf=HFTokenizer.from_str(json.dumps(data["hf_tokenizer"])))
+            return cls(data["kind"], vocab=list(data["vocab"]))
+        except RnnembedError:
+            raise
+        except Exception as exc:  # the Rust tokenizer raises plain Exception
+            raise RnnembedError(
+                f"{path}: damaged tokenizer file ({exc!r}); restore it or retrain"
+            ) from None
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(kind={self.kind!r}, vocab_size={self.vocab_size})"
+
+
+_BYTE_VALUE = {token: b for b, token in enumerate(BYTE_TOKENS)}
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise RnnembedError(f"unknown tokenizer kind {kind!r}; choose one of {', '.join(KINDS)}")
+
+
+def _lines(texts: Iterable[str]) -> Iterator[str]:
+    for text in texts:
+        yield from text.split("\n")
+
+
+def _train_bpe(lines: Iterator[str], vocab_size: int, min_freq: int) -> HFTokenizer:
+    hf = HFTokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=max(min_freq, 2),
+        special_tokens=list(SPECIALS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    seen = False
+
+    def batches() -> Iterator[list[str]]:
+        nonlocal seen
+        while chunk := list(islice(lines, _BATCH_LINES)):
+            seen = seen or any(line.strip() for line in chunk)
+            yield chunk
+
+    hf.train_from_iterator(batches(), trainer)
+    if not seen:
+        raise RnnembedError("cannot train a tokenizer on an empty corpus; give it some text")
+    return hf

@@ -1,0 +1,104 @@
+import json
+import tracemalloc
+
+import pytest
+
+from conftest import shared_file
+from rnnembed import RnnembedError, Tokenizer
+from rnnembed.corpus import corpus_files, iter_texts, read_corpus
+
+
+def test_text_files_give_one_record_per_line_with_sources(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_bytes(b"first line\r\nsecond line\n\nlast")
+    records = list(read_corpus([path]))
+    assert [r.text for r in records] == ["first line", "second line", "", "last"]
+    assert [r.source for r in records] == [f"{path}:{n}" for n in (1, 2, 3, 4)]
+
+
+def test_folders_are_read_recursively_in_order_skipping_hidden(tmp_path):
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "b.txt").write_text("b\n", encoding="utf-8")
+    (tmp_path / "sub" / "a.md").write_text("a\n", encoding="utf-8")
+    (tmp_path / "sub" / "deeper" / "c.txt").write_text("c\n", encoding="utf-8")
+    (tmp_path / ".git" / "config.txt").write_text("hidden\n", encoding="utf-8")
+    (tmp_path / "image.png").write_bytes(b"\x89PNG\0\0")
+    assert list(iter_texts([tmp_path])) == ["b", "a", "c"]
+    assert [p.name for p in corpus_files([tmp_path])] == ["b.txt", "a.md", "c.txt"]
+
+
+def test_jsonl_field_and_csv_column(tmp_path):
+    jsonl = tmp_path / "docs.jsonl"
+    jsonl.write_text(
+        "\n".join(json.dumps(d) for d in [{"body": "one", "id": 1}, {"body": "two"}]) + "\n\n",
+        encoding="utf-8",
+    )
+    assert list(iter_texts([jsonl], field="body")) == ["one", "two"]
+    with pytest.raises(RnnembedError, match=r"docs.jsonl:1: no text field 'text'.*--field"):
+        list(iter_texts([jsonl]))
+    table = tmp_path / "rows.csv"
+    table.write_text('id,content\n1,"hello, world"\n2,"two\nlines"\n3,three\n', encoding="utf-8")
+    records = list(read_corpus([table], column="content"))
+    assert [r.text for r in records] == ["hello, world", "two\nlines", "three"]
+    assert [r.line for r in records] == [2, 3, 5]
+    tsv = tmp_path / "rows.tsv"
+    tsv.write_text("text\tlabel\nsome words\t1\n", encoding="utf-8")
+    assert list(iter_texts([tsv])) == ["some words"]
+    with pytest.raises(RnnembedError, match="no column 'text'.*--column"):
+        list(iter_texts([table]))
+
+
+def test_wrong_encoding_names_file_offset_and_fix(tmp_path):
+    path = tmp_path / "latin.txt"
+    path.write_bytes(b"plain ascii line\nsmart \x93quotes\x94\n")
+    with pytest.raises(RnnembedError) as info:
+        list(read_corpus([path]))
+    message = str(info.value)
+    assert str(path) in message and "byte 23" in message and "--encoding cp1252" in message
+    assert list(iter_texts([path], encoding="cp1252"))[1] == "smart \u201cquotes\u201d"
+
+
+def test_rt_polarity_needs_cp1252():
+    path = shared_file("senteval/rt-polarity.all")
+    with pytest.raises(RnnembedError, match=r"rt-polarity.all: byte \d+ .*--encoding cp1252"):
+        list(read_corpus([path]))
+    lines = list(iter_texts([path], encoding="cp1252"))
+    assert len(lines) == 10_662
+    assert all(line[:2] in ("0 ", "1 ") for line in lines)
+
+
+def test_binary_and_empty_corpora_are_refused(tmp_path):
+    binary = tmp_path / "blob.txt"
+    binary.write_bytes(b"header\n\x00\x01\x02")
+    with pytest.raises(RnnembedError, match="blob.txt: byte 7 is a NUL byte.*binary"):
+        list(read_corpus([binary]))
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n\n", encoding="utf-8")
+    with pytest.raises(RnnembedError, match="corpus is empty"):
+        list(read_corpus([empty]))
+    folder = tmp_path / "nothing"
+    folder.mkdir()
+    with pytest.raises(RnnembedError, match="corpus is empty"):
+        list(read_corpus([folder]))
+    with pytest.raises(RnnembedError, match="no such file"):
+        list(read_corpus([tmp_path / "missing.txt"]))
+    with pytest.raises(RnnembedError, match="unknown encoding"):
+        list(read_corpus([empty], encoding="klingon"))
+    with pytest.raises(RnnembedError, match="not supported"):
+        list(read_corpus([empty], encoding="utf-16"))
+
+
+def test_a_big_corpus_streams_in_bounded_memory(tmp_path):
+    path = tmp_path / "big.txt"
+    line = "the quick brown fox jumps over the lazy dog again and again\n"
+    with open(path, "w", encoding="utf-8") as f:
+        for _ in range(300_000):  # about 18 MB
+            f.write(line)
+    tok = Tokenizer.train([line], kind="word")
+    tracemalloc.start()
+    tokens = sum(len(ids) for ids in tok.encode_lines(iter_texts([path])))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert tokens == 300_000 * 13
+    assert peak < 2_000_000  # a few MB at most, for an 18 MB file

@@ -1,0 +1,57 @@
+import hashlib
+
+import pytest
+
+from rnnembed import RnnembedError
+from rnnembed import datasets as ds
+
+
+@pytest.fixture
+def dirs(tmp_path, monkeypatch):
+    data, cache = tmp_path / "data", tmp_path / "cache"
+    monkeypatch.setenv("RNNEMBED_DATA_DIR", str(data))
+    monkeypatch.setenv("RNNEMBED_CACHE_DIR", str(cache))
+    return data, cache
+
+
+def test_every_dataset_file_has_a_url_and_a_sha256():
+    assert set(ds.DATASETS) == {"ptb", "wikitext-2", "tinyshakespeare"}
+    for dataset in ds.DATASETS.values():
+        for spec in dataset.files.values():
+            assert spec.url.startswith("https://")
+            assert len(spec.sha256) == 64 and int(spec.sha256, 16) >= 0
+
+
+def test_lookup_prefers_data_dir_then_cache(dirs):
+    data, cache = dirs
+    assert ds.find_dataset("ptb", "valid") is None
+    (cache / "ptb").mkdir(parents=True)
+    (cache / "ptb" / "ptb.valid.txt").write_text("cached\n")
+    assert ds.find_dataset("ptb", "valid") == cache / "ptb" / "ptb.valid.txt"
+    (data / "ptb").mkdir(parents=True)
+    (data / "ptb" / "ptb.valid.txt").write_text("shared\n")
+    assert ds.dataset_path("ptb", "valid", download=False) == data / "ptb" / "ptb.valid.txt"
+
+
+def test_missing_without_download_says_what_to_do(dirs):
+    with pytest.raises(RnnembedError, match="RNNEMBED_DATA_DIR"):
+        ds.dataset_path("wikitext-2", "test", download=False)
+    with pytest.raises(RnnembedError, match="unknown dataset"):
+        ds.find_dataset("imagenet")
+    with pytest.raises(RnnembedError, match="no split"):
+        ds.find_dataset("ptb", "dev")
+
+
+def test_download_keeps_only_a_verified_file(tmp_path):
+    source = tmp_path / "source.txt"
+    source.write_bytes(b"some dataset bytes\n")
+    good = hashlib.sha256(source.read_bytes()).hexdigest()
+    target = tmp_path / "cache" / "x" / "file.txt"
+    with pytest.raises(RnnembedError, match="checksum mismatch"):
+        ds.download_file(source.as_uri(), target, "0" * 64, progress=False)
+    assert not target.exists() and list(target.parent.iterdir()) == []
+    ds.download_file(source.as_uri(), target, good, progress=False)
+    assert target.read_bytes() == source.read_bytes()
+    with pytest.raises(RnnembedError, match="could not download"):
+        ds.download_file((tmp_path / "absent").as_uri(), target, good, progress=False)
+    assert target.read_bytes() == source.read_bytes()

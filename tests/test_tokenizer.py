@@ -1,0 +1,113 @@
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import shared_file
+from rnnembed import RnnembedError, Tokenizer
+from rnnembed.tokenizer import EOS, UNK
+
+TRAINING_TEXT = [
+    "the cat sat on the mat\n",
+    "the dog sat on the log",
+    "贾宝玉笑道：林妹妹来了。",
+    "naïve café — déjà vu",
+]
+
+
+@pytest.fixture(scope="module")
+def char_tok():
+    return Tokenizer.train(TRAINING_TEXT, kind="char")
+
+
+@pytest.fixture(scope="module")
+def bpe_tok():
+    return Tokenizer.train(TRAINING_TEXT * 20, kind="bpe", vocab_size=400)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_char_round_trips_any_unicode(char_tok, text):
+    assert char_tok.decode(char_tok.encode(text)) == text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_bpe_round_trips_any_unicode(bpe_tok, text):
+    assert bpe_tok.decode(bpe_tok.encode(text)) == text
+
+
+def test_newline_is_eos_for_every_kind(char_tok, bpe_tok):
+    word = Tokenizer.train(TRAINING_TEXT, kind="word")
+    for tok in (char_tok, bpe_tok, word):
+        ids = tok.encode("the cat\nsat")
+        assert ids.count(tok.eos_id) == 1
+        assert list(tok.encode_lines(["the cat", "sat"])) == [
+            tok.encode("the cat") + [tok.eos_id],
+            tok.encode("sat") + [tok.eos_id],
+        ]
+        assert tok.encode_batch(["the cat\nsat", "mat"]) == [ids, tok.encode("mat")]
+
+
+def test_word_maps_rare_and_unseen_words_to_unk():
+    tok = Tokenizer.train(["a a a b b c"], kind="word", min_freq=2)
+    assert tok.decode(tok.encode("a b c zebra")) == f"a b {UNK} {UNK}"
+    capped = Tokenizer.train(["a a a b b c"], kind="word", vocab_size=3)
+    assert capped.vocab_size == 3
+    assert capped.decode(capped.encode("a b")) == f"a {UNK}"
+
+
+def test_word_tokenizer_on_ptb_has_ten_thousand_entries():
+    path = shared_file("ptb/ptb.train.txt")
+    with open(path, encoding="utf-8") as f:
+        tok = Tokenizer.train(f, kind="word")
+    assert tok.vocab_size == 10_000
+    assert tok.token_to_id(EOS) is not None and tok.token_to_id(UNK) is not None
+
+
+def test_bpe_keeps_chinese_characters_whole():
+    text = "贾宝玉笑道：林妹妹来了。" * 50
+    tok = Tokenizer.train([text], kind="bpe", vocab_size=300)
+    ids = tok.encode("林妹妹来了")
+    # merges learned from Chinese text cover whole characters and words, not stray bytes
+    assert len(ids) <= 2
+    assert tok.decode(ids) == "林妹妹来了"
+
+
+def test_save_and_load_round_trip(tmp_path, char_tok, bpe_tok):
+    word = Tokenizer.train(TRAINING_TEXT, kind="word")
+    for tok in (char_tok, bpe_tok, word):
+        path = tmp_path / f"{tok.kind}.json"
+        tok.save(path)
+        again = Tokenizer.load(path)
+        assert again.kind == tok.kind and again.vocab_size == tok.vocab_size
+        sample = "the cat 林妹妹 sat\nunseen"
+        assert again.encode(sample) == tok.encode(sample)
+        assert (again.eos_id, again.unk_id) == (tok.eos_id, tok.unk_id)
+        json.loads(path.read_text(encoding="utf-8"))  # one plain JSON file
+
+
+def test_load_refuses_bad_files_clearly(tmp_path):
+    with pytest.raises(RnnembedError, match="no tokenizer file"):
+        Tokenizer.load(tmp_path / "missing.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json", encoding="utf-8")
+    with pytest.raises(RnnembedError, match="not a readable tokenizer"):
+        Tokenizer.load(broken)
+    other = tmp_path / "other.json"
+    other.write_text('{"model": {}}', encoding="utf-8")
+    with pytest.raises(RnnembedError, match="not an rnnembed tokenizer"):
+        Tokenizer.load(other)
+    damaged = tmp_path / "damaged.json"
+    damaged.write_text('{"format": "rnnembed-tokenizer", "kind": "word"}', encoding="utf-8")
+    with pytest.raises(RnnembedError, match="damaged"):
+        Tokenizer.load(damaged)
+
+
+def test_training_needs_text_and_a_known_kind():
+    for kind in ("char", "word", "bpe"):
+        with pytest.raises(RnnembedError, match="empty corpus"):
+            Tokenizer.train([], kind=kind)
+    with pytest.raises(RnnembedError, match="unknown tokenizer kind"):
+        Tokenizer.train(["x"], kind="sentencepiece")
