@@ -20,3 +20,17 @@ def shared_file(relative: str) -> Path:
     if not path.is_file():
         pytest.skip(f"{path} is absent; this test needs it")
     return path
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory) -> tuple[Path, Path]:
+    """(train.txt, valid.txt): real English from Python's bundled documentation topics."""
+    from pydoc_data.topics import topics
+
+    text = "\n".join(topics[key] for key in sorted(topics))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    folder = tmp_path_factory.mktemp("corpus")
+    train, valid = folder / "train.txt", folder / "valid.txt"
+    train.write_text("\n".join(lines[:600]) + "\n", encoding="utf-8")
+    valid.write_text("\n".join(lines[600:700]) + "\n", encoding="utf-8")
+    return train, valid

@@ -16,7 +16,7 @@ def run(capsys, *argv):
 def test_help_lists_every_command_with_a_description(capsys):
     code, out, _ = run(capsys, "--help")
     assert code == 0
-    for command in ("tokenize", "datasets"):
+    for command in ("tokenize", "datasets", "train", "eval", "generate"):
         assert command in out
 
 
@@ -40,3 +40,56 @@ def test_user_errors_print_a_message_not_a_traceback(tmp_path, capsys):
     assert code == 1
     assert "error:" in err and "--encoding cp1252" in err and "Traceback" not in err + out
     assert not (tmp_path / "t.json").exists()
+
+
+def test_train_eval_generate_from_the_command_line(tmp_path, small_corpus, capsys):
+    train, valid = small_corpus
+    out = tmp_path / "model"
+    code, stdout, _ = run(
+        capsys,
+        "train",
+        str(train),
+        "--valid",
+        str(valid),
+        "--out",
+        str(out),
+        "--tokenizer",
+        "char",
+        "--layers",
+        "1",
+        "--hidden",
+        "32",
+        "--batch-size",
+        "8",
+        "--bptt",
+        "16",
+        "--epochs",
+        "0.3",
+        "--json",
+    )
+    assert code == 0
+    summary = json.loads(stdout)
+    assert summary["steps"] > 0 and summary["stopped"] == "budget"
+    code, stdout, _ = run(capsys, "eval", str(out), str(valid), "--json")
+    scores = json.loads(stdout)
+    assert code == 0 and set(scores) >= {"tokens", "loss", "perplexity", "bits_per_char"}
+    assert abs(scores["loss"] - summary["valid_loss"]) < 1e-6
+    code, first, _ = run(
+        capsys, "generate", str(out), "--prompt", "The", "--max-tokens", "20", "--seed", "1"
+    )
+    code2, second, _ = run(
+        capsys, "generate", str(out), "--prompt", "The", "--max-tokens", "20", "--seed", "1"
+    )
+    assert code == code2 == 0 and first == second and first.startswith("The")
+
+
+def test_ngram_baseline_from_the_command_line(tmp_path, small_corpus, capsys):
+    train, valid = small_corpus
+    code, stdout, _ = run(capsys, "eval", "--ngram", "3", str(train), str(valid), "--json")
+    assert code == 0
+    assert json.loads(stdout)["perplexity"] > 1
+
+
+def test_eval_errors_are_one_clear_line(tmp_path, capsys):
+    code, out, err = run(capsys, "eval", str(tmp_path / "no-model"), str(tmp_path / "x.txt"))
+    assert code == 1 and "no such model folder" in err and "Traceback" not in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -31,6 +32,18 @@ Column = Annotated[str, typer.Option(help="The text column of .csv/.tsv files.")
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")]
 
 
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or notes.")]
+
+
+def _setup_logging(quiet: bool) -> None:
+    """rnnembed's own notes (INFO) on stderr unless quiet; other libraries' only if WARNING."""
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=err_console, show_time=False, show_path=False)
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s", force=True)
+    logging.getLogger("rnnembed").setLevel(logging.WARNING if quiet else logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app; a user error prints its message, no traceback, exit 1."""
     try:
@@ -42,6 +55,13 @@ def main(argv: list[str] | None = None) -> None:
 
 def _print_json(data: dict) -> None:
     console.out(json.dumps(data, ensure_ascii=False), highlight=False)
+
+
+def _print_table(data: dict) -> None:
+    table = Table(show_header=False)
+    for key, value in data.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    console.print(table)
 
 
 @app.command()
@@ -65,15 +85,8 @@ def tokenize(
         return iter_texts(corpus, encoding=encoding, field=field, column=column)
 
     tokenizer = Tokenizer.train(texts(), kind=kind, vocab_size=vocab_size)
-    chars = 0
-
-    def counted():
-        nonlocal chars
-        for text in texts():
-            chars += len(text) + 1
-            yield text
-
-    tokens = sum(len(ids) for ids in tokenizer.encode_lines(counted()))
+    ids, chars = tokenizer.encode_stream(texts())
+    tokens = len(ids)
     tokenizer.save(out)
     summary = {
         "kind": kind,
@@ -85,11 +98,8 @@ def tokenize(
     }
     if as_json:
         _print_json(summary)
-        return
-    table = Table(show_header=False)
-    for key, value in summary.items():
-        table.add_row(key, str(value))
-    console.print(table)
+    else:
+        _print_table(summary)
 
 
 @app.command()
@@ -115,3 +125,130 @@ def datasets(as_json: AsJson = False) -> None:
     for row in rows:
         table.add_row(row["dataset"], row["split"], row["file"], row["local"])
     console.print(table)
+
+
+@app.command()
+def train(
+    corpus: Annotated[list[Path], typer.Argument(help="Text files or folders to train on.")],
+    out: Annotated[Path, typer.Option(help="The model folder to write.")],
+    valid: Annotated[
+        list[Path] | None,
+        typer.Option(help="Validation file(s); default: the corpus's last 5% (≤200k tokens)."),
+    ] = None,
+    tokenizer: Annotated[str, typer.Option(help="word, char or bpe.")] = "bpe",
+    vocab_size: Annotated[int | None, typer.Option(help="Tokenizer vocabulary cap.")] = None,
+    cell: Annotated[str, typer.Option(help="lstm, gru, elman or mingru.")] = "lstm",
+    layers: Annotated[int, typer.Option(help="Recurrent layers (0: pick for the budget).")] = 0,
+    hidden: Annotated[int, typer.Option(help="Hidden size (0: pick for the budget).")] = 0,
+    minutes: Annotated[float | None, typer.Option(help="Wall-clock budget in minutes.")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Budget in passes over the corpus.")] = None,
+    optimizer: Annotated[str, typer.Option(help="adamw or sgd.")] = "adamw",
+    lr: Annotated[float, typer.Option(help="Peak learning rate (0: pick).")] = 0.0,
+    batch_size: Annotated[int, typer.Option(help="Parallel streams (0: pick).")] = 0,
+    bptt: Annotated[int, typer.Option(help="Steps of backpropagation through time (0: pick).")] = 0,
+    seed: Annotated[int, typer.Option(help="One seed for everything.")] = 0,
+    encoding: Encoding = "utf-8",
+    field: Field = "text",
+    column: Column = "text",
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run in --out from its checkpoint.")
+    ] = False,
+    as_json: AsJson = False,
+    quiet: Quiet = False,
+) -> None:
+    """Train a recurrent language model on a corpus into a model folder."""
+    from rnnembed.language_model import LanguageModel
+
+    _setup_logging(quiet or as_json)
+    if minutes is not None and epochs is not None:
+        raise RnnembedError("give --minutes or --epochs, not both")
+    options = {
+        "cell": cell,
+        "layers": layers,
+        "hidden": hidden,
+        "minutes": minutes,
+        "epochs": epochs,
+        "optimizer": optimizer,
+        "lr": lr,
+        "batch_size": batch_size,
+        "bptt": bptt,
+        "seed": seed,
+    }
+    lm = LanguageModel.train(
+        corpus,
+        out,
+        valid=valid,
+        tokenizer=tokenizer,
+        vocab_size=vocab_size,
+        encoding=encoding,
+        field=field,
+        column=column,
+        resume=resume,
+        progress=not (quiet or as_json),
+        **({} if resume else options),
+    )
+    summary = {**lm.last_result.to_dict(), "out": str(out)}
+    if as_json:
+        _print_json(summary)
+    else:
+        _print_table(summary)
+
+
+@app.command(name="eval")
+def evaluate_lm(
+    model: Annotated[
+        Path, typer.Argument(help="A model folder (with --ngram: the n-gram's training file).")
+    ],
+    files: Annotated[list[Path], typer.Argument(help="Text files to score.")],
+    ngram: Annotated[
+        int, typer.Option(help="Score a Kneser-Ney n-gram of this order instead.")
+    ] = 0,
+    tokenizer: Annotated[
+        str,
+        typer.Option(
+            help="With --ngram: word, char, bpe, or a model folder to share its tokenizer."
+        ),
+    ] = "word",
+    encoding: Encoding = "utf-8",
+    field: Field = "text",
+    column: Column = "text",
+    as_json: AsJson = False,
+) -> None:
+    """Score text: tokens, loss (nats/token), perplexity and bits per character."""
+    from rnnembed.corpus import iter_texts
+
+    read = {"encoding": encoding, "field": field, "column": column}
+    if ngram:
+        from rnnembed.ngram import ngram_evaluation
+
+        result = ngram_evaluation(
+            [model], files, order=ngram, tokenizer=tokenizer, **read
+        ).to_dict()
+    else:
+        from rnnembed.language_model import LanguageModel
+
+        result = LanguageModel.load(model).evaluate(iter_texts(files, **read)).to_dict()
+    if as_json:
+        _print_json(result)
+    else:
+        _print_table(result)
+
+
+@app.command()
+def generate(
+    model: Annotated[Path, typer.Argument(help="A model folder.")],
+    prompt: Annotated[str, typer.Option(help="Text to continue.")] = "",
+    max_tokens: Annotated[int, typer.Option(help="Tokens to sample.")] = 100,
+    temperature: Annotated[float, typer.Option(help="Softmax temperature; 0 is greedy.")] = 0.8,
+    top_k: Annotated[int, typer.Option(help="Sample among the k likeliest (0: all).")] = 0,
+    top_p: Annotated[float, typer.Option(help="Nucleus: the smallest set with this mass.")] = 1.0,
+    seed: Annotated[int | None, typer.Option(help="Seed for a repeatable sample.")] = None,
+) -> None:
+    """Continue a prompt with text sampled from a model."""
+    from rnnembed.language_model import LanguageModel
+
+    lm = LanguageModel.load(model)
+    text = lm.generate(
+        prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed
+    )
+    console.out(text, highlight=False)

@@ -17,10 +17,11 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
@@ -103,24 +104,57 @@ class Tokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text``; each newline becomes ``<eos>``."""
-        ids: list[int] = []
-        for i, line_ids in enumerate(self._encode_lines(text.split("\n"))):
-            if i:
-                ids.append(self.eos_id)
-            ids.extend(line_ids)
-        return ids
+        return self.encode_batch([text])[0]
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        """:meth:`encode` for many texts at once (faster for ``bpe``)."""
-        return [self.encode(text) for text in texts] if self._hf is None else self._encode_hf(texts)
+        """:meth:`encode` for many texts at once (one call into the Rust tokenizer for bpe)."""
+        lines = [line for text in texts for line in text.split("\n")]
+        encoded = self._encode_lines(lines)
+        out, pos = [], 0
+        for text in texts:
+            n = text.count("\n") + 1
+            ids = encoded[pos]
+            for line_ids in encoded[pos + 1 : pos + n]:
+                ids.append(self.eos_id)
+                ids.extend(line_ids)
+            out.append(ids)
+            pos += n
+        return out
 
     def encode_lines(self, lines: Iterable[str]) -> Iterator[list[int]]:
-        """Stream: the ids of each line followed by ``<eos>``, in bounded memory."""
+        """Stream: the ids of each line (or text) followed by ``<eos>``, in bounded memory."""
         it = iter(lines)
         while chunk := list(islice(it, _BATCH_LINES)):
-            for ids in self._encode_lines(chunk):
+            for ids in self.encode_batch(chunk):
                 ids.append(self.eos_id)
                 yield ids
+
+    def encode_stream(self, texts: Iterable[str]) -> tuple[np.ndarray, int]:
+        """The whole id stream of ``texts`` (an ``<eos>`` after each) as an int64 array, and
+        the number of characters it covers (newlines included)."""
+        chars = 0
+
+        def counted() -> Iterator[str]:
+            nonlocal chars
+            for text in texts:
+                chars += len(text) + 1
+                yield text
+
+        ids = np.fromiter(chain.from_iterable(self.encode_lines(counted())), dtype=np.int64)
+        return ids, chars
+
+    def split_final(self, text: str) -> tuple[str, str]:
+        """(final, pending): the longest prefix whose ids cannot change when more text is
+        appended, and the rest. encode(final) + encode(pending + more) == encode(text + more)."""
+        if self.kind == "char":
+            return text, ""
+        line_start = text.rfind("\n") + 1
+        if self.kind == "word":
+            cut = max(line_start, *(text.rfind(c) + 1 for c in " \t\r\f\v"))
+        else:
+            pieces = self._hf.pre_tokenizer.pre_tokenize_str(text[line_start:])
+            cut = line_start + (pieces[-1][1][0] if pieces else 0)
+        return text[:cut], text[cut:]
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of ``ids``; ``<eos>`` becomes a newline."""
@@ -133,28 +167,13 @@ class Tokenizer:
         return "\n".join(self._decode_line(seg) for seg in segments)
 
     def _encode_lines(self, lines: list[str]) -> list[list[int]]:
+        """Ids of each newline-free line."""
         if self._hf is not None:
-            return self._encode_hf(lines)
+            return [enc.ids for enc in self._hf.encode_batch(lines, add_special_tokens=False)]
         if self.kind == "word":
             index, unk = self._index, self.unk_id
             return [[index.get(w, unk) for w in line.split()] for line in lines]
         return [self._encode_chars(line) for line in lines]
-
-    def _encode_hf(self, texts: list[str]) -> list[list[int]]:
-        # Newlines are <eos>, never BPE input: split, encode the lines in one batch, rejoin.
-        flat = [line for text in texts for line in text.split("\n")]
-        encoded = self._hf.encode_batch(flat, add_special_tokens=False)
-        out, pos = [], 0
-        for text in texts:
-            n = text.count("\n") + 1
-            ids: list[int] = []
-            for k, enc in enumerate(encoded[pos : pos + n]):
-                if k:
-                    ids.append(self.eos_id)
-                ids.extend(enc.ids)
-            out.append(ids)
-            pos += n
-        return out
 
     def _encode_chars(self, line: str) -> list[int]:
         index, ids = self._index, []

@@ -1,0 +1,55 @@
+"""Sampling text from a RecurrentLM: temperature, top-k and top-p (nucleus)."""
+
+from __future__ import annotations
+
+import torch
+
+from rnnembed.model import RecurrentLM
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Keep the ``top_k`` largest logits and the smallest set whose probability reaches
+    ``top_p``; the rest become −inf. 0 and 1.0 switch a filter off."""
+    logits = logits.clone()
+    if top_k > 0 and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k).values[..., -1, None]
+        logits[logits < kth] = float("-inf")
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        drop = cumulative - sorted_logits.softmax(dim=-1) >= top_p  # keeps the first past top_p
+        logits[order[drop]] = float("-inf")
+    return logits
+
+
+@torch.no_grad()
+def sample(
+    model: RecurrentLM,
+    context: list[int],
+    max_tokens: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+) -> list[int]:
+    """Draw ``max_tokens`` ids after ``context`` (non-empty). Temperature 0 is greedy; the same
+    seed gives the same ids."""
+    if not context:
+        raise ValueError("sampling needs at least one context token")
+    model.eval()
+    device = next(model.parameters()).device
+    generator = torch.Generator(device="cpu")
+    generator.manual_seed(seed if seed is not None else torch.seed())
+    out = model(torch.tensor([context], device=device))
+    logits, state = out.logits[0, -1].float().cpu(), out.state
+    drawn: list[int] = []
+    for _ in range(max_tokens):
+        if temperature <= 0:
+            token = int(logits.argmax())
+        else:
+            filtered = filter_logits(logits / temperature, top_k, top_p)
+            token = int(torch.multinomial(filtered.softmax(dim=-1), 1, generator=generator))
+        drawn.append(token)
+        out = model(torch.tensor([[token]], device=device), state)
+        logits, state = out.logits[0, -1].float().cpu(), out.state
+    return drawn

@@ -1,0 +1,385 @@
+"""LanguageModel: a tokenizer, a RecurrentLM and their configs, the object users hold.
+
+A trained model is a folder: ``config.json``, ``model.safetensors``, ``tokenizer.json``,
+``metrics.jsonl``, ``training_curve.png`` and ``checkpoint/`` (what ``resume`` needs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from rnnembed.atomic import atomic_path, atomic_write
+from rnnembed.corpus import iter_texts
+from rnnembed.errors import RnnembedError
+from rnnembed.generation import sample
+from rnnembed.model import ModelConfig, RecurrentLM, stream_loss
+from rnnembed.perplexity import Evaluation
+from rnnembed.tokenizer import Tokenizer
+from rnnembed.training import (
+    CHECKPOINT,
+    METRICS,
+    TrainConfig,
+    Trainer,
+    TrainResult,
+    choose_defaults,
+    load_model_tensors,
+    model_config,
+    model_tensors,
+    read_metrics,
+)
+
+if TYPE_CHECKING:
+    from rnnembed.embedding import EmbeddingStream
+
+log = logging.getLogger(__name__)
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+TOKENIZER = "tokenizer.json"
+CURVE = "training_curve.png"
+VALID_FRACTION, VALID_MAX_TOKENS = 0.05, 200_000
+
+
+class LanguageModel:
+    """A trained recurrent language model and its tokenizer."""
+
+    def __init__(
+        self, model: RecurrentLM, tokenizer: Tokenizer, train_config: TrainConfig | None = None
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.train_config = train_config or TrainConfig()
+        self.last_result: TrainResult | None = None
+        self._fingerprints: dict[str, str] = {}
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.model.config
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # -- training ----------------------------------------------------------------------------
+
+    @classmethod
+    def train(
+        cls,
+        corpus: Sequence[str | Path],
+        out: str | Path,
+        *,
+        valid: Sequence[str | Path] | None = None,
+        tokenizer: str = "bpe",
+        vocab_size: int | None = None,
+        encoding: str = "utf-8",
+        field: str = "text",
+        column: str = "text",
+        resume: bool = False,
+        progress: bool = False,
+        **options,
+    ) -> LanguageModel:
+        """Train on the files and folders in ``corpus`` and write the model folder ``out``.
+
+        ``options`` are :class:`TrainConfig` fields (``cell``, ``layers``, ``hidden``,
+        ``minutes``, ``epochs``, ``seed``, ...); what is left open is chosen for the budget.
+        With ``resume`` the run in ``out`` continues where its last checkpoint left it.
+        """
+        out = Path(out)
+        read = {"encoding": encoding, "field": field, "column": column}
+        if resume:
+            if not (out / CONFIG).is_file():
+                raise RnnembedError(
+                    f"{out}: nothing to resume here (no {CONFIG}); start a run without --resume"
+                )
+            saved = _read_config(out)
+            config = TrainConfig.from_dict(saved["train"])
+            tok = Tokenizer.load(out / TOKENIZER)
+        else:
+            _check_fresh(out)
+            unknown = set(options) - set(TrainConfig.__dataclass_fields__)
+            if unknown:
+                raise RnnembedError(f"unknown training options: {', '.join(sorted(unknown))}")
+            config = TrainConfig(**options)
+            torch.manual_seed(config.seed)
+            tok = Tokenizer.train(iter_texts(corpus, **read), kind=tokenizer, vocab_size=vocab_size)
+        train_ids = torch.from_numpy(tok.encode_stream(iter_texts(corpus, **read))[0])
+        if valid:
+            valid_ids = torch.from_numpy(tok.encode_stream(iter_texts(valid, **read))[0])
+        else:
+            held = min(int(len(train_ids) * VALID_FRACTION), VALID_MAX_TOKENS)
+            train_ids, valid_ids = train_ids[:-held], train_ids[-held:]
+            log.info("no --valid given: holding out the last %d tokens for validation", held)
+        if not resume:
+            config = choose_defaults(config, tok.kind, len(train_ids))
+        torch.manual_seed(config.seed)
+        lm = cls(RecurrentLM(model_config(config, tok.vocab_size)), tok, config)
+        lm.model.set_frequencies(torch.bincount(train_ids, minlength=tok.vocab_size))
+        fingerprint = _fingerprint(train_ids, valid_ids)
+        if resume and saved.get("data_fingerprint") != fingerprint:
+            raise RnnembedError(
+                f"{out}: the corpus differs from the one this run started on; resume with the "
+                "same files (and --valid), or start a new run in another folder"
+            )
+        lm._write_config(out, fingerprint)
+        if not resume:
+            tok.save(out / TOKENIZER)
+        trainer = Trainer(
+            lm.model, config, train_ids, valid_ids, tok.eos_id, out, on_eval=lm._on_eval
+        )
+        log.info(
+            "training %s %d×%d (%s parameters), batch %d × bptt %d, %s, lr %g, on %s tokens",
+            config.cell,
+            config.layers,
+            config.hidden,
+            f"{sum(p.numel() for p in lm.model.parameters()):,}",
+            config.batch_size,
+            config.bptt,
+            f"{config.minutes} minutes"
+            if config.minutes is not None
+            else f"{config.epochs} epochs",
+            config.lr,
+            f"{len(train_ids):,}",
+        )
+        if resume:
+            trainer.load_checkpoint()
+            _truncate_metrics(out, trainer.step)
+        if progress:
+            from rnnembed.progress import TrainingProgress
+
+            with TrainingProgress(trainer) as bar:
+                trainer.progress = bar.update
+                result = trainer.run()
+        else:
+            result = trainer.run()
+        _load_weights(out / WEIGHTS, lm.model)  # the best evaluation's weights
+        _write_curve(out)
+        lm.last_result = result
+        return lm
+
+    def _on_eval(self, trainer: Trainer, record: dict) -> None:
+        out = trainer.out
+        with open(out / METRICS, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if record["improved"]:
+            self.save_weights(out / WEIGHTS)
+
+    # -- files -------------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> None:
+        """Write ``config.json``, ``model.safetensors`` and ``tokenizer.json`` into ``path``."""
+        path = Path(path)
+        self._write_config(path)
+        self.save_weights(path / WEIGHTS)
+        self.tokenizer.save(path / TOKENIZER)
+
+    def save_weights(self, path: Path) -> None:
+        tensors = {k: v.detach().cpu().contiguous() for k, v in model_tensors(self.model).items()}
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": "rnnembed"})
+
+    def _write_config(self, path: Path, fingerprint: str | None = None) -> None:
+        from rnnembed import __version__
+
+        data = {
+            "rnnembed_version": __version__,
+            "model": self.config.to_dict(),
+            "train": self.train_config.to_dict(),
+            "tokenizer": {"kind": self.tokenizer.kind, "vocab_size": self.tokenizer.vocab_size},
+        }
+        if fingerprint is not None:
+            data["data_fingerprint"] = fingerprint
+        atomic_write(path / CONFIG, json.dumps(data, indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> LanguageModel:
+        """Read a model folder written by :meth:`train` or :meth:`save`."""
+        path = Path(path)
+        saved = _read_config(path)
+        tokenizer = Tokenizer.load(path / TOKENIZER)
+        try:
+            config = ModelConfig.from_dict(saved["model"])
+        except (KeyError, TypeError) as exc:
+            raise RnnembedError(
+                f"{path / CONFIG}: damaged ({exc!r}); restore it or retrain"
+            ) from None
+        if config.vocab_size != tokenizer.vocab_size:
+            raise RnnembedError(
+                f"{path}: the tokenizer ({tokenizer.vocab_size} ids) does not match the model "
+                f"({config.vocab_size}); restore the folder's files from one run"
+            )
+        model = _load_weights(path / WEIGHTS, RecurrentLM(config))
+        lm = cls(model.to(device), tokenizer, TrainConfig.from_dict(saved.get("train", {})))
+        lm.model.eval()
+        return lm
+
+    # -- embeddings --------------------------------------------------------------------------
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        pooling: str = "mean",
+        normalize: bool = True,
+        batch_size: int = 64,
+    ) -> np.ndarray:
+        """Embed texts from the model's hidden states: float32 (len(texts), dim)."""
+        from rnnembed.embedding import encode
+
+        return encode(self, texts, pooling=pooling, normalize=normalize, batch_size=batch_size)
+
+    def stream(self, pooling: str = "mean", normalize: bool = True) -> EmbeddingStream:
+        """A running embedding: ``feed`` text in chunks, read ``vector()`` at any time."""
+        from rnnembed.embedding import EmbeddingStream
+
+        return EmbeddingStream(self, pooling=pooling, normalize=normalize)
+
+    def dim(self, pooling: str = "mean") -> int:
+        """Length of the vectors :meth:`encode` returns with this pooling."""
+        from rnnembed.embedding import embedding_dim
+
+        return embedding_dim(self.model, pooling)
+
+    def fingerprint(self, pooling: str = "mean") -> str:
+        """sha256 of weights, pooling and dimension: identifies what built an index.
+        Computed once per pooling: a loaded model's weights are not expected to change."""
+        from rnnembed.embedding import fingerprint
+
+        if pooling not in self._fingerprints:
+            self._fingerprints[pooling] = fingerprint(self.model, pooling)
+        return self._fingerprints[pooling]
+
+    # -- scoring and generating ----------------------------------------------------------------
+
+    def evaluate(self, texts: Iterable[str]) -> Evaluation:
+        """Loss, perplexity and bits per character of ``texts``, each a line (tokenized as in
+        training: an ``<eos>`` after each)."""
+        ids, chars = self.tokenizer.encode_stream(texts)
+        if len(ids) == 0:
+            raise RnnembedError("nothing to evaluate: the text is empty")
+        ids_t = torch.from_numpy(ids).to(self.device)
+        tokens, nll = stream_loss(self.model, ids_t, self.tokenizer.eos_id)
+        return Evaluation.from_nll(tokens, chars, nll)
+
+    def evaluate_files(self, paths: Sequence[str | Path], **read: str) -> Evaluation:
+        """:meth:`evaluate` on files and folders read like a training corpus."""
+        return self.evaluate(iter_texts(paths, **read))
+
+    def perplexity(self, texts: Iterable[str]) -> float:
+        """exp(mean negative log-likelihood per token) of ``texts``."""
+        return self.evaluate(texts).perplexity
+
+    def generate(
+        self,
+        prompt: str = "",
+        max_tokens: int = 100,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> str:
+        """The prompt followed by ``max_tokens`` sampled tokens, as text."""
+        prompt_ids = self.tokenizer.encode(prompt) if prompt else []
+        drawn = sample(
+            self.model,
+            [self.tokenizer.eos_id, *prompt_ids],
+            max_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed,
+        )
+        return self.tokenizer.decode(prompt_ids + drawn)
+
+
+def _check_fresh(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise RnnembedError(
+            f"{out} already exists and is not empty; pass --resume to continue the run in it, "
+            "or choose a new --out folder"
+        )
+
+
+def _read_config(path: Path) -> dict:
+    file = path / CONFIG
+    if not path.is_dir():
+        raise RnnembedError(f"{path}: no such model folder; train one with `rnnembed train`")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RnnembedError(
+            f"{path}: no {CONFIG}, so this is not a model folder; train one with `rnnembed train`"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RnnembedError(f"{file}: damaged ({exc}); restore it or retrain") from None
+    if not isinstance(data, dict) or "model" not in data:
+        raise RnnembedError(f"{file}: not an rnnembed model config; restore it or retrain")
+    return data
+
+
+def _load_weights(file: Path, model: RecurrentLM) -> RecurrentLM:
+    if not file.is_file():
+        hint = (
+            " (its training has not reached a first evaluation: resume it)"
+            if (file.parent / CHECKPOINT).is_file()
+            else ""
+        )
+        raise RnnembedError(f"{file}: missing{hint}; restore it or retrain")
+    try:
+        load_model_tensors(model, load_file(str(file)))
+    except Exception as exc:
+        raise RnnembedError(
+            f"{file}: damaged or from another model ({exc}); restore it or retrain"
+        ) from None
+    return model
+
+
+def _fingerprint(*streams: torch.Tensor) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for ids in streams:
+        digest.update(ids.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _truncate_metrics(out: Path, step: int) -> None:
+    """Drop evaluations logged after the checkpoint being resumed (they will be redone)."""
+    kept = [r for r in read_metrics(out) if r["step"] <= step]
+    atomic_write(out / METRICS, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def _write_curve(out: Path) -> None:
+    """training_curve.png: validation and training loss/perplexity against tokens and time."""
+    records = read_metrics(out)
+    if not records:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, key, label in (
+        (axes[0], "tokens", "tokens seen"),
+        (axes[1], "seconds", "wall seconds"),
+    ):
+        xs = [r[key] for r in records]
+        ax.plot(xs, [r["valid_ppl"] for r in records], "o-", label="validation")
+        ax.plot(xs, [r["train_ppl"] for r in records], "s--", label="training")
+        ax.set_xlabel(label)
+        ax.set_yscale("log")
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("perplexity (log scale; loss = ln ppl)")
+    axes[0].legend()
+    fig.suptitle(f"{out.name}: best validation ppl {min(r['valid_ppl'] for r in records):.2f}")
+    fig.tight_layout()
+    with atomic_path(out / CURVE) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,264 @@
+"""RecurrentLM: token embedding -> recurrent layers -> dropout -> (tied) decoder.
+
+Cells: ``lstm``, ``gru`` and ``elman`` (the seed article's SimpleRNN math,
+h = act(W[x; h_prev] + b), tanh or relu) run on PyTorch's fused ``nn.LSTM``/``nn.GRU``/
+``nn.RNN`` kernels; ``mingru`` is the minimal GRU of Feng et al. 2024 ("Were RNNs All We
+Needed?"), whose gates read only the input, so a whole sequence runs as one parallel scan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnembed.config import JsonConfig
+from rnnembed.errors import RnnembedError
+
+CELLS = ("lstm", "gru", "elman", "mingru")
+
+# One layer's carried state: (h, c) for an LSTM, h for the other cells; each (batch, hidden).
+LayerState = Tensor | tuple[Tensor, Tensor]
+State = list[LayerState]
+
+
+@dataclass
+class ModelConfig(JsonConfig):
+    """Everything needed to rebuild a :class:`RecurrentLM` (saved in ``config.json``)."""
+
+    vocab_size: int
+    cell: str = "lstm"
+    layers: int = 2
+    hidden: int = 512
+    embedding: int = 0  # 0: same as hidden
+    tie_weights: bool = True
+    nonlinearity: str = "tanh"  # elman only: tanh or relu
+    dropout_embedding: float = 0.0  # variational dropout on the embedded tokens
+    dropout_hidden: float = 0.0  # variational dropout between recurrent layers
+    dropout_output: float = 0.0  # variational dropout before the decoder
+    softmax: str = "full"  # full, or adaptive (Grave et al. 2017: frequent words cost less)
+    cutoffs: list[int] = field(default_factory=list)  # adaptive: frequency-rank cluster bounds
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise RnnembedError(f"unknown cell {self.cell!r}; choose one of {', '.join(CELLS)}")
+        if self.layers < 1 or self.hidden < 1 or self.vocab_size < 2:
+            raise RnnembedError("layers, hidden and vocab_size must be positive")
+        if self.nonlinearity not in ("tanh", "relu"):
+            raise RnnembedError("nonlinearity must be tanh or relu")
+        if self.softmax not in ("full", "adaptive"):
+            raise RnnembedError("softmax must be full or adaptive")
+        if self.softmax == "adaptive" and not self.cutoffs:
+            self.cutoffs = [c for c in (2000, 10000) if c < self.vocab_size - 1]
+
+    @property
+    def embedding_dims(self) -> int:
+        return self.embedding or self.hidden
+
+    def layer_sizes(self) -> list[int]:
+        """Hidden size of each layer; with tied weights the last one matches the embedding."""
+        sizes = [self.hidden] * self.layers
+        if self.tie_weights:
+            sizes[-1] = self.embedding_dims
+        return sizes
+
+
+class LMOutput(NamedTuple):
+    logits: Tensor | None  # (batch, time, vocab) log-probabilities up to a constant, or None
+    hidden: Tensor  # last layer's output at every position, (batch, time, hidden)
+    state: State  # carried state after the last position
+    nll: Tensor | None  # −log p(target) at every position (0 where target is −100), or None
+
+
+def locked_dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """Variational dropout: one mask per sequence, shared by every time step of x (B, T, D)."""
+    if not training or p == 0.0:
+        return x
+    mask = x.new_empty(x.shape[0], 1, x.shape[2]).bernoulli_(1 - p) / (1 - p)
+    return x * mask
+
+
+class MinGRU(nn.Module):
+    """minGRU: z = σ(W_z x), h̃ = g(W_h x), h_t = (1 − z_t)·h_{t−1} + z_t·h̃_t.
+
+    g(v) = v + ½ for v ≥ 0, σ(v) otherwise, keeps h̃ > 0 so the recurrence is evaluated for
+    all steps at once as a log-space parallel scan (Heinsen 2023).
+    """
+
+    def __init__(self, in_dims: int, hidden: int):
+        super().__init__()
+        self.hidden_size = hidden
+        self.proj = nn.Linear(in_dims, 2 * hidden)
+
+    def forward(self, x: Tensor, h0: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        gate, cand = self.proj(x).chunk(2, dim=-1)
+        log_z = -F.softplus(-gate)
+        log_keep = -F.softplus(gate)
+        log_cand = torch.where(cand >= 0, (F.relu(cand) + 0.5).log(), -F.softplus(-cand))
+        if h0 is None:
+            h0 = x.new_full((x.shape[0], self.hidden_size), 0.5)
+        log_h0 = h0.clamp_min(1e-6).log().unsqueeze(1)
+        a_star = F.pad(log_keep.cumsum(dim=1), (0, 0, 1, 0))
+        log_values = torch.cat([log_h0, log_z + log_cand], dim=1)
+        h = (a_star + torch.logcumsumexp(log_values - a_star, dim=1)).exp()[:, 1:]
+        return h, h[:, -1]
+
+
+class RecurrentLM(nn.Module):
+    """Next-token model over token ids; its hidden state at each position is an embedding."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        sizes = config.layer_sizes()
+        inputs = [config.embedding_dims, *sizes[:-1]]
+        self.embed = nn.Embedding(config.vocab_size, config.embedding_dims)
+        self.rnns = nn.ModuleList(
+            _make_layer(config, i, h) for i, h in zip(inputs, sizes, strict=True)
+        )
+        if config.softmax == "adaptive":
+            self.decoder = nn.AdaptiveLogSoftmaxWithLoss(
+                sizes[-1], config.vocab_size, config.cutoffs, div_value=4.0, head_bias=True
+            )
+        else:
+            self.decoder = nn.Linear(sizes[-1], config.vocab_size)
+            if config.tie_weights:
+                self.decoder.weight = self.embed.weight
+        # rank[id]: the id's position by training frequency; adaptive clusters group by rank
+        self.register_buffer("rank", torch.arange(config.vocab_size))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.uniform_(self.embed.weight, -0.1, 0.1)
+        if isinstance(self.decoder, nn.Linear):
+            nn.init.zeros_(self.decoder.bias)
+            if not self.config.tie_weights:
+                nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
+
+    @torch.no_grad()
+    def set_frequencies(self, counts: Tensor) -> None:
+        """Start from the unigram model: the decoder bias becomes log p(id) (add-one smoothed),
+        and the adaptive softmax's clusters are ordered by these per-id training counts."""
+        self.rank.copy_(torch.argsort(torch.argsort(counts, descending=True, stable=True)))
+        probs = (counts.float() + 1) / (counts.sum() + len(counts))
+        if isinstance(self.decoder, nn.Linear):
+            self.decoder.bias.copy_(probs.log())
+            return
+        by_rank = probs.sort(descending=True).values
+        bounds = [0, *self.decoder.cutoffs]
+        shortlist = by_rank[: bounds[1]]
+        clusters = by_rank.new_tensor(
+            [by_rank[a:b].sum() for a, b in zip(bounds[1:], bounds[2:], strict=False)]
+        )
+        self.decoder.head.bias.copy_(torch.cat([shortlist, clusters]).log())
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.layer_sizes()[-1]
+
+    def initial_state(self, batch_size: int, device: torch.device | None = None) -> State:
+        """The zero state (minGRU: ½, the middle of its positive range)."""
+        states: State = []
+        for rnn in self.rnns:
+            if isinstance(rnn, MinGRU):
+                states.append(torch.full((batch_size, rnn.hidden_size), 0.5, device=device))
+                continue
+            h = torch.zeros(batch_size, rnn.hidden_size, device=device)
+            states.append((h, torch.zeros_like(h)) if isinstance(rnn, nn.LSTM) else h)
+        return states
+
+    def forward(
+        self,
+        ids: Tensor,
+        state: State | None = None,
+        logits: bool = True,
+        targets: Tensor | None = None,
+    ) -> LMOutput:
+        """ids (batch, time) -> logits (batch, time, vocab), the last layer's hidden states,
+        the carried state, and with ``targets`` (batch, time) the NLL of each target."""
+        cfg = self.config
+        x = locked_dropout(self.embed(ids), cfg.dropout_embedding, self.training)
+        if state is None:
+            state = self.initial_state(ids.shape[0], ids.device)
+        new_state: State = []
+        for i, (rnn, layer_state) in enumerate(zip(self.rnns, state, strict=True)):
+            x, carried = _run_layer(rnn, x, layer_state)
+            new_state.append(carried)
+            if i < len(self.rnns) - 1:
+                x = locked_dropout(x, cfg.dropout_hidden, self.training)
+        out = locked_dropout(x, cfg.dropout_output, self.training)
+        nll = None if targets is None else self._nll(out, targets)
+        return LMOutput(self._logits(out) if logits else None, x, new_state, nll)
+
+    def _logits(self, out: Tensor) -> Tensor:
+        if isinstance(self.decoder, nn.Linear):
+            return self.decoder(out)
+        by_rank = self.decoder.log_prob(out.flatten(0, 1))
+        return by_rank[:, self.rank].view(*out.shape[:2], -1)
+
+    def _nll(self, out: Tensor, targets: Tensor) -> Tensor:
+        if isinstance(self.decoder, nn.Linear):
+            flat = F.cross_entropy(
+                self.decoder(out).flatten(0, 1), targets.flatten(), reduction="none"
+            )
+            return flat.view(targets.shape)
+        keep = targets != -100
+        nll = out.new_zeros(targets.shape)
+        nll[keep] = -self.decoder(out[keep], self.rank[targets[keep]]).output
+        return nll
+
+
+def _make_layer(config: ModelConfig, in_dims: int, hidden: int) -> nn.Module:
+    if config.cell == "lstm":
+        return nn.LSTM(in_dims, hidden, batch_first=True)
+    if config.cell == "gru":
+        return nn.GRU(in_dims, hidden, batch_first=True)
+    if config.cell == "elman":
+        return nn.RNN(in_dims, hidden, nonlinearity=config.nonlinearity, batch_first=True)
+    return MinGRU(in_dims, hidden)
+
+
+def _run_layer(rnn: nn.Module, x: Tensor, state: LayerState) -> tuple[Tensor, LayerState]:
+    if isinstance(rnn, MinGRU):
+        return rnn(x, state)
+    if isinstance(rnn, nn.LSTM):
+        h, c = state
+        out, (h_n, c_n) = rnn(x, (h.unsqueeze(0), c.unsqueeze(0)))
+        return out, (h_n[0], c_n[0])
+    out, h_n = rnn(x, state.unsqueeze(0))
+    return out, h_n[0]
+
+
+def detach_state(state: State) -> State:
+    """Cut the graph behind a carried state (truncated BPTT)."""
+    return [tuple(t.detach() for t in s) if isinstance(s, tuple) else s.detach() for s in state]
+
+
+@torch.no_grad()
+def stream_loss(
+    model: RecurrentLM, ids: Tensor, eos_id: int, batch_size: int = 16, bptt: int = 128
+) -> tuple[int, float]:
+    """(tokens, Σ −log p(ids[t] | ids[<t])) over a token stream, in nats.
+
+    The first token is conditioned on ``<eos>`` (a line start). The stream is cut into
+    ``batch_size`` contiguous rows scored side by side, each row fed its true previous token
+    but starting from a fresh state; every token is scored exactly once.
+    """
+    model.eval()
+    n = len(ids)
+    rows = max(1, min(batch_size, n))
+    cols = -(-n // rows)
+    pad = rows * cols - n
+    inputs = torch.cat([ids.new_tensor([eos_id]), ids[:-1]])
+    inputs = F.pad(inputs, (0, pad), value=eos_id).view(rows, cols)
+    targets = F.pad(ids, (0, pad), value=-100).view(rows, cols)
+    total, state = 0.0, None
+    for start in range(0, cols, bptt):
+        window = slice(start, start + bptt)
+        out = model(inputs[:, window], state, logits=False, targets=targets[:, window])
+        state = out.state
+        total += out.nll.sum().item()
+    return n, total

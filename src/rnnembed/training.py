@@ -1,0 +1,473 @@
+"""Training a RecurrentLM: contiguous streams, truncated BPTT, a schedule that fits the budget,
+evaluation, checkpoints, exact resume, progress and metrics.
+
+The token stream is cut into ``batch_size`` contiguous rows; each step reads the next ``bptt``
+columns and carries the (detached) recurrent state into the next step, as PTB work does. The
+learning rate follows the run's progress (step / total steps): linear warm-up, then cosine decay
+for AdamW, or the classic divide-by-4-on-plateau for SGD. With ``minutes`` the total number of
+steps is re-estimated from the measured speed so the schedule ends when the budget does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from rnnembed.atomic import atomic_path
+from rnnembed.config import JsonConfig
+from rnnembed.errors import RnnembedError
+from rnnembed.model import ModelConfig, RecurrentLM, State, detach_state, stream_loss
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint/checkpoint.safetensors"
+METRICS = "metrics.jsonl"
+
+
+@dataclass
+class TrainConfig(JsonConfig):
+    """How to train: model shape, optimisation, budget. 0 or None means "choose for me"."""
+
+    # model
+    cell: str = "lstm"
+    layers: int = 0
+    hidden: int = 0
+    embedding: int = 0
+    tie_weights: bool = True
+    nonlinearity: str = "tanh"
+    dropout_embedding: float | None = None
+    dropout_hidden: float | None = None
+    dropout_output: float | None = None
+    softmax: str = "full"
+    cutoffs: list[int] = field(default_factory=list)
+    # optimisation
+    optimizer: str = "adamw"  # adamw | sgd
+    lr: float = 0.0
+    weight_decay: float = 0.01
+    clip: float = 0.25
+    warmup: float = 0.02  # fraction of the run
+    final_lr: float = 0.05  # fraction of lr reached at the end of the cosine decay
+    batch_size: int = 0
+    bptt: int = 0
+    # budget and bookkeeping
+    minutes: float | None = None
+    epochs: float | None = None
+    evaluations: int = 10  # evaluations per run, the last at the end
+    patience: int = 3  # evaluations without improvement before an early stop
+    checkpoint_minutes: float = 5.0
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"  # bf16 or fp32 for the training step; auto: bf16 where fast
+
+
+@dataclass
+class TrainResult(JsonConfig):
+    """What a run did and reached."""
+
+    steps: int
+    tokens: int
+    seconds: float
+    epochs: float
+    valid_loss: float
+    valid_ppl: float
+    tokens_per_s: float
+    stopped: str  # "budget", "early stop"
+
+
+def choose_defaults(config: TrainConfig, kind: str, train_tokens: int) -> TrainConfig:
+    """Fill what the user left open with a recipe measured on this class of machine."""
+    c = TrainConfig.from_dict(config.to_dict())
+    char_level = kind == "char"
+    if c.minutes is None and c.epochs is None:
+        c.minutes = 10.0
+    if not c.layers:
+        c.layers = 2
+    if not c.hidden:
+        c.hidden = 512 if char_level else 400
+    if not c.batch_size:
+        c.batch_size = 32
+    if not c.bptt:
+        c.bptt = 128 if char_level else 48
+    if not c.lr:
+        c.lr = 3e-3 if c.optimizer == "adamw" else 20.0
+    for name, value in (
+        ("dropout_embedding", 0.1),
+        ("dropout_hidden", 0.2),
+        ("dropout_output", 0.3),
+    ):
+        if getattr(c, name) is None:
+            setattr(c, name, 0.0 if char_level and name == "dropout_embedding" else value)
+    return c
+
+
+def model_config(config: TrainConfig, vocab_size: int) -> ModelConfig:
+    return ModelConfig(
+        vocab_size=vocab_size,
+        cell=config.cell,
+        layers=config.layers,
+        hidden=config.hidden,
+        embedding=config.embedding,
+        tie_weights=config.tie_weights,
+        nonlinearity=config.nonlinearity,
+        dropout_embedding=config.dropout_embedding or 0.0,
+        dropout_hidden=config.dropout_hidden or 0.0,
+        dropout_output=config.dropout_output or 0.0,
+        softmax=config.softmax,
+        cutoffs=list(config.cutoffs),
+    )
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """Whether to run the training step in bfloat16 (weights and optimizer stay float32):
+    on CUDA with bf16 support, or a CPU with native bf16 dot products (AVX512-BF16, AMX)."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise RnnembedError(f"unknown precision {precision!r}; choose auto, bf16 or fp32")
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def batchify(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Cut a 1-D stream into ``batch_size`` contiguous rows, dropping the ragged end."""
+    columns = len(ids) // batch_size
+    if columns < 2:
+        raise RnnembedError(
+            f"the corpus has {len(ids)} tokens, too few for a batch of {batch_size} streams; "
+            "give more text or a smaller --batch-size"
+        )
+    return ids[: columns * batch_size].view(batch_size, columns)
+
+
+def lr_factor(config: TrainConfig, progress: float) -> float:
+    """Warm-up then cosine decay from 1 to ``final_lr``, as a function of progress in [0, 1]."""
+    if config.optimizer == "sgd":
+        return 1.0
+    if progress < config.warmup:
+        return max(progress / config.warmup, 1e-3)
+    span = (progress - config.warmup) / max(1.0 - config.warmup, 1e-9)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(span, 1.0)))
+    return config.final_lr + (1.0 - config.final_lr) * cosine
+
+
+def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=config.lr)
+    if config.optimizer != "adamw":
+        raise RnnembedError(f"unknown optimizer {config.optimizer!r}; choose adamw or sgd")
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)]
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": rest, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99))
+
+
+class Trainer:
+    """One training run over a token stream, written so DDP could wrap ``self.model`` later:
+    every update goes through :meth:`step`, every write through rank 0's :meth:`save`."""
+
+    def __init__(
+        self,
+        model: RecurrentLM,
+        config: TrainConfig,
+        train_ids: torch.Tensor,
+        valid_ids: torch.Tensor,
+        eos_id: int,
+        out: Path,
+        on_eval: Callable[[Trainer, dict], None] | None = None,
+        progress: Callable[[Trainer, dict], None] | None = None,
+    ):
+        self.config = config
+        self.device = pick_device(config.device)
+        self.model = model.to(self.device)
+        self.data = batchify(train_ids, config.batch_size).to(self.device)
+        self.valid_ids = valid_ids.to(self.device)
+        self.eos_id = eos_id
+        self.out = out
+        self.on_eval = on_eval
+        self.progress = progress
+        self.optimizer = make_optimizer(config, self.model)
+        self.bf16 = use_bf16(config.precision, self.device)
+        self.steps_per_epoch = math.ceil((self.data.shape[1] - 1) / config.bptt)
+        # the position of the run, all of it saved in a checkpoint
+        self.step = 0
+        self.total_steps = self._planned_steps()
+        self.elapsed = 0.0
+        self.tokens = 0
+        self.best_loss = math.inf
+        self.bad_evals = 0
+        self.evals_done = 0
+        self.lr_scale = 1.0  # SGD's plateau divisions
+        self.state: State | None = None
+        self.train_loss_sum = 0.0
+        self.train_loss_steps = 0
+
+    # -- the schedule ----------------------------------------------------------------------------
+
+    def _planned_steps(self) -> int:
+        if self.config.epochs is not None:
+            return max(1, round(self.config.epochs * self.steps_per_epoch))
+        return max(1, 10 * self.steps_per_epoch)  # a guess, replaced once speed is measured
+
+    @property
+    def budget_seconds(self) -> float | None:
+        return None if self.config.minutes is None else 60.0 * self.config.minutes
+
+    def _replan(self, run_start: float, run_start_step: int, run_start_elapsed: float) -> None:
+        """With a time budget: total steps = steps so far + remaining time × measured rate."""
+        budget = self.budget_seconds
+        done = self.step - run_start_step
+        spent = time.perf_counter() - run_start
+        if budget is None or done < 5 or spent <= 0:
+            return
+        remaining = max(budget - run_start_elapsed - spent, 0.0)
+        self.total_steps = max(self.step + 1, self.step + int(remaining * done / spent))
+
+    @property
+    def progress_fraction(self) -> float:
+        return min(self.step / self.total_steps, 1.0)
+
+    def current_lr(self) -> float:
+        return self.config.lr * self.lr_scale * lr_factor(self.config, self.progress_fraction)
+
+    # -- one update --------------------------------------------------------------------------
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start = (step % self.steps_per_epoch) * self.config.bptt
+        length = min(self.config.bptt, self.data.shape[1] - 1 - start)
+        return self.data[:, start : start + length], self.data[:, start + 1 : start + 1 + length]
+
+    def step_once(self) -> float:
+        """One truncated-BPTT update; returns its training loss (nats/token)."""
+        if self.step % self.steps_per_epoch == 0:
+            self.state = None  # a new epoch starts each stream from scratch
+        x, y = self.batch(self.step)
+        self.model.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.current_lr()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.model(x, self.state, logits=False, targets=y)
+            loss = out.nll.float().mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
+        self.optimizer.step()
+        self.state = detach_state(out.state)
+        self.step += 1
+        self.tokens += y.numel()
+        value = loss.item()
+        self.train_loss_sum += value
+        self.train_loss_steps += 1
+        return value
+
+    # -- evaluation and stopping ---------------------------------------------------------------
+
+    def evaluate(self) -> dict:
+        tokens, nll = stream_loss(self.model, self.valid_ids, self.eos_id)
+        valid_loss = nll / tokens
+        train_loss = self.train_loss_sum / max(self.train_loss_steps, 1)
+        self.train_loss_sum, self.train_loss_steps = 0.0, 0
+        self.evals_done += 1
+        improved = valid_loss < self.best_loss - 1e-4
+        if improved:
+            self.best_loss, self.bad_evals = valid_loss, 0
+        else:
+            self.bad_evals += 1
+            if self.config.optimizer == "sgd":
+                self.lr_scale /= 4.0
+        record = {
+            "step": self.step,
+            "tokens": self.tokens,
+            "seconds": round(self.elapsed, 3),
+            "epoch": round(self.step / self.steps_per_epoch, 4),
+            "lr": self.current_lr(),
+            "train_loss": train_loss,
+            "train_ppl": math.exp(min(train_loss, 50)),
+            "valid_loss": valid_loss,
+            "valid_ppl": math.exp(min(valid_loss, 50)),
+            "improved": improved,
+        }
+        if self.on_eval is not None:
+            self.on_eval(self, record)
+        return record
+
+    def eval_due(self) -> bool:
+        """Evaluate each time progress crosses another 1/evaluations of the run."""
+        return self.progress_fraction >= (self.evals_done + 1) / max(self.config.evaluations, 1)
+
+    def finished(self) -> str | None:
+        budget = self.budget_seconds
+        if budget is not None and self.elapsed >= budget:
+            return "budget"
+        if self.config.epochs is not None and self.step >= self.total_steps:
+            return "budget"
+        if self.config.patience and self.bad_evals >= self.config.patience:
+            return "early stop"
+        return None
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        """Step until the budget is spent or validation stops improving; evaluate on the way
+        (the last evaluation at the very end) and checkpoint at each evaluation and every
+        ``checkpoint_minutes``."""
+        clock = time.perf_counter
+        run_start, start_step, start_elapsed = clock(), self.step, self.elapsed
+        last_checkpoint = clock()
+        while (stopped := self.finished()) is None:
+            loss = self.step_once()
+            self.elapsed = start_elapsed + clock() - run_start
+            if self.step % 10 == 0:
+                self._replan(run_start, start_step, start_elapsed)
+            if self.budget_seconds is not None and self.elapsed >= self.budget_seconds:
+                self.total_steps = self.step  # the budget is spent: the schedule ends here
+            evaluated = self.eval_due()
+            if evaluated:
+                self.evaluate()
+                self.elapsed = start_elapsed + clock() - run_start
+            if evaluated or clock() - last_checkpoint >= 60 * self.config.checkpoint_minutes:
+                self.save_checkpoint()
+                last_checkpoint = clock()
+            if self.progress is not None:
+                self.progress(self, {"loss": loss})
+        return TrainResult(
+            steps=self.step,
+            tokens=self.tokens,
+            seconds=round(self.elapsed, 2),
+            epochs=round(self.step / self.steps_per_epoch, 3),
+            valid_loss=self.best_loss,
+            valid_ppl=math.exp(min(self.best_loss, 50)),
+            tokens_per_s=round(self.tokens / max(self.elapsed, 1e-9), 1),
+            stopped=stopped,
+        )
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def save_checkpoint(self) -> None:
+        """Everything resume needs, in one safetensors file written atomically."""
+        tensors = {f"model.{k}": v for k, v in model_tensors(self.model).items()}
+        optim = self.optimizer.state_dict()
+        for index, slots in optim["state"].items():
+            for key, value in slots.items():
+                tensors[f"optim.{index}.{key}"] = torch.as_tensor(value)
+        tensors["rng.torch"] = torch.get_rng_state()
+        if self.state is not None:
+            for i, layer in enumerate(self.state):
+                for j, t in enumerate(layer if isinstance(layer, tuple) else (layer,)):
+                    tensors[f"state.{i}.{j}"] = t
+        trainer = {
+            "step": self.step,
+            "total_steps": self.total_steps,
+            "elapsed": self.elapsed,
+            "tokens": self.tokens,
+            "best_loss": self.best_loss,
+            "bad_evals": self.bad_evals,
+            "evals_done": self.evals_done,
+            "lr_scale": self.lr_scale,
+            "train_loss_sum": self.train_loss_sum,
+            "train_loss_steps": self.train_loss_steps,
+            "param_groups": optim["param_groups"],
+            "has_state": self.state is not None,
+        }
+        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        with atomic_path(self.out / CHECKPOINT) as tmp:
+            save_file(tensors, str(tmp), metadata={"trainer": json.dumps(trainer)})
+
+    def load_checkpoint(self) -> None:
+        path = self.out / CHECKPOINT
+        try:
+            tensors = load_file(str(path))
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as f:
+                trainer = json.loads(f.metadata()["trainer"])
+        except FileNotFoundError:
+            raise RnnembedError(
+                f"{self.out}: no checkpoint to resume from; start a new run without --resume"
+            ) from None
+        except Exception as exc:
+            raise RnnembedError(
+                f"{path}: damaged checkpoint ({exc}); start a new run without --resume"
+            ) from None
+        load_model_tensors(
+            self.model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+        )
+        state: dict = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, index, slot = key.split(".", 2)
+                state.setdefault(int(index), {})[slot] = value.to(self.device)
+        self.optimizer.load_state_dict({"state": state, "param_groups": trainer["param_groups"]})
+        torch.set_rng_state(tensors["rng.torch"])
+        if trainer["has_state"]:
+            fresh = self.model.initial_state(self.data.shape[0], self.device)
+            self.state = [
+                tuple(tensors[f"state.{i}.{j}"].to(self.device) for j in range(len(s)))
+                if isinstance(s, tuple)
+                else tensors[f"state.{i}.0"].to(self.device)
+                for i, s in enumerate(fresh)
+            ]
+        for key in (
+            "step",
+            "total_steps",
+            "elapsed",
+            "tokens",
+            "best_loss",
+            "bad_evals",
+            "evals_done",
+            "lr_scale",
+            "train_loss_sum",
+            "train_loss_steps",
+        ):
+            setattr(self, key, trainer[key])
+
+
+def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict with tied duplicates dropped (safetensors refuses shared memory)."""
+    seen: set[int] = set()
+    out = {}
+    for name, tensor in model.state_dict().items():
+        if tensor.data_ptr() in seen:
+            continue
+        seen.add(tensor.data_ptr())
+        out[name] = tensor
+    return out
+
+
+def load_model_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Load :func:`model_tensors` output; raises ValueError if names or shapes differ."""
+    expected = model_tensors(model)
+    if set(expected) != set(tensors):
+        missing, extra = set(expected) - set(tensors), set(tensors) - set(expected)
+        raise ValueError(f"weights do not match the model (missing {missing}, unexpected {extra})")
+    for name, tensor in expected.items():
+        if tensor.shape != tensors[name].shape:
+            raise ValueError(
+                f"{name}: shape {tuple(tensors[name].shape)}, model has {tuple(tensor.shape)}"
+            )
+    model.load_state_dict(tensors, strict=False)
+
+
+def read_metrics(out: Path) -> list[dict]:
+    path = out / METRICS
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]

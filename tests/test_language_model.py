@@ -1,0 +1,94 @@
+import json
+import shutil
+
+import pytest
+import torch
+
+from rnnembed import RnnembedError
+from rnnembed.language_model import LanguageModel
+
+TINY = {"layers": 1, "hidden": 32, "batch_size": 8, "bptt": 16, "lr": 1e-2, "epochs": 0.5}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, small_corpus):
+    train, valid = small_corpus
+    out = tmp_path_factory.mktemp("models") / "bpe"
+    LanguageModel.train([train], out, valid=[valid], tokenizer="bpe", vocab_size=300, **TINY)
+    return out
+
+
+def test_saved_model_reloads_with_identical_outputs(model_dir, tmp_path):
+    lm = LanguageModel.load(model_dir)
+    ids = torch.tensor([lm.tokenizer.encode("The for statement iterates")])
+    first = lm.model(ids).logits
+    lm.save(tmp_path / "copy")
+    again = LanguageModel.load(tmp_path / "copy")
+    assert torch.equal(again.model(ids).logits, first)
+    assert again.config == lm.config
+
+
+def test_perplexity_and_evaluate_agree(model_dir, small_corpus):
+    lm = LanguageModel.load(model_dir)
+    lines = small_corpus[1].read_text(encoding="utf-8").splitlines()
+    result = lm.evaluate(lines)
+    assert result.tokens == len(lm.tokenizer.encode("\n".join(lines))) + 1
+    assert result.characters == sum(len(line) + 1 for line in lines)
+    assert abs(lm.perplexity(lines) - result.perplexity) < 1e-9
+    assert 1 < result.perplexity < lm.tokenizer.vocab_size
+    assert result.bits_per_char == pytest.approx(
+        result.loss * result.tokens / 0.6931471805599453 / result.characters
+    )
+
+
+def test_generate_is_deterministic_under_a_seed(model_dir):
+    lm = LanguageModel.load(model_dir)
+    a = lm.generate("The", max_tokens=30, temperature=0.9, top_k=20, seed=7)
+    b = lm.generate("The", max_tokens=30, temperature=0.9, top_k=20, seed=7)
+    c = lm.generate("The", max_tokens=30, temperature=0.9, top_k=20, seed=8)
+    assert a == b and a != c and a.startswith("The")
+    greedy = lm.generate("The", max_tokens=10, temperature=0)
+    assert greedy == lm.generate("The", max_tokens=10, temperature=0, seed=123)
+
+
+def test_eval_of_bad_files_is_a_clear_error(model_dir, tmp_path):
+    lm = LanguageModel.load(model_dir)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes(b"caf\xe9\n")
+    with pytest.raises(RnnembedError, match="no such file"):
+        lm.evaluate_files([tmp_path / "absent.txt"])
+    with pytest.raises(RnnembedError, match="empty"):
+        lm.evaluate_files([empty])
+    with pytest.raises(RnnembedError, match="--encoding cp1252"):
+        lm.evaluate_files([latin])
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda d: (d / "model.safetensors").unlink(), "model.safetensors: missing"),
+        (lambda d: (d / "model.safetensors").write_bytes(b"\x00" * 64), "damaged"),
+        (lambda d: (d / "config.json").unlink(), "no config.json"),
+        (lambda d: (d / "config.json").write_text("{oops"), "config.json: damaged"),
+        (lambda d: (d / "tokenizer.json").unlink(), "no tokenizer file"),
+        (lambda d: (d / "tokenizer.json").write_text("[]"), "not an rnnembed tokenizer"),
+    ],
+)
+def test_a_damaged_model_folder_is_a_clear_error(model_dir, tmp_path, damage, message):
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    damage(broken)
+    with pytest.raises(RnnembedError, match=message):
+        LanguageModel.load(broken)
+
+
+def test_weights_of_another_shape_are_refused(model_dir, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(model_dir, other)
+    config = json.loads((other / "config.json").read_text())
+    config["model"]["hidden"] = 48
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RnnembedError, match="damaged or from another model"):
+        LanguageModel.load(other)

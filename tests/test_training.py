@@ -1,0 +1,128 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rnnembed import RnnembedError
+from rnnembed.language_model import LanguageModel
+from rnnembed.model import CELLS
+from rnnembed.training import CHECKPOINT, TrainConfig, lr_factor
+
+TINY = {"layers": 1, "hidden": 32, "batch_size": 8, "bptt": 16, "lr": 1e-2}
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_every_cell_learns(tmp_path, small_corpus, cell):
+    train, valid = small_corpus
+    lm = LanguageModel.train(
+        [train], tmp_path / cell, valid=[valid], tokenizer="char", cell=cell, epochs=2, **TINY
+    )
+    records = [json.loads(line) for line in (tmp_path / cell / "metrics.jsonl").open()]
+    assert len(records) == 10
+    assert records[-1]["valid_loss"] < records[0]["valid_loss"] - 0.2
+    assert records[-1]["train_loss"] < records[0]["train_loss"] - 0.2
+    assert lm.last_result.valid_loss == min(r["valid_loss"] for r in records)
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "training_curve.png",
+        CHECKPOINT,
+    ):
+        assert (tmp_path / cell / name).is_file()
+
+
+def test_minutes_budget_stops_the_run(tmp_path, small_corpus):
+    train, _ = small_corpus
+    lm = LanguageModel.train([train], tmp_path / "m", tokenizer="char", minutes=0.03, **TINY)
+    result = lm.last_result
+    assert result.stopped == "budget" and result.steps > 0
+    assert result.seconds >= 1.8
+
+
+def test_schedule_warms_up_then_decays():
+    config = TrainConfig(warmup=0.1, final_lr=0.05)
+    factors = [lr_factor(config, p / 100) for p in range(101)]
+    assert factors[0] < 0.01 and abs(factors[10] - 1) < 1e-9
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:], strict=False))
+    assert abs(factors[-1] - 0.05) < 1e-9
+    assert lr_factor(TrainConfig(optimizer="sgd"), 0.5) == 1.0
+
+
+def test_an_existing_folder_is_not_overwritten(tmp_path, small_corpus):
+    train, _ = small_corpus
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(RnnembedError, match="--resume"):
+        LanguageModel.train([train], out, tokenizer="char", epochs=1, **TINY)
+    assert (out / "notes.txt").read_text() == "mine"
+    with pytest.raises(RnnembedError, match="nothing to resume"):
+        LanguageModel.train([train], tmp_path / "nothing", resume=True)
+
+
+def _train_cmd(train, out, *extra):
+    return [
+        sys.executable,
+        "-m",
+        "rnnembed",
+        "train",
+        str(train),
+        "--out",
+        str(out),
+        "--tokenizer",
+        "char",
+        "--layers",
+        "1",
+        "--hidden",
+        "64",
+        "--batch-size",
+        "8",
+        "--bptt",
+        "32",
+        "--epochs",
+        "2",
+        "--seed",
+        "3",
+        "--quiet",
+        *extra,
+    ]
+
+
+def test_killed_and_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path, small_corpus):
+    train, _ = small_corpus
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(_train_cmd(train, tmp_path / "whole"), check=True, env=env)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(train, killed), env=env)
+    deadline = time.time() + 120
+    while not (killed / CHECKPOINT).is_file() and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (killed / CHECKPOINT).is_file()
+    subprocess.run(_train_cmd(train, killed, "--resume"), check=True, env=env)
+
+    whole, resumed = load_file(tmp_path / "whole" / CHECKPOINT), load_file(killed / CHECKPOINT)
+    assert set(whole) == set(resumed)
+    for key in whole:
+        torch.testing.assert_close(resumed[key], whole[key], atol=1e-5, rtol=0)
+    steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").open()]
+    assert steps == [
+        json.loads(line)["step"] for line in (tmp_path / "whole" / "metrics.jsonl").open()
+    ]
+
+
+def test_resume_refuses_another_corpus(tmp_path, small_corpus):
+    train, valid = small_corpus
+    out = tmp_path / "run"
+    LanguageModel.train([train], out, tokenizer="char", epochs=0.2, **TINY)
+    with pytest.raises(RnnembedError, match="corpus differs"):
+        LanguageModel.train([valid], out, resume=True)
