@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from rnnembed.errors import RnnembedError
-from rnnembed.model import RecurrentLM, State
+from rnnembed.model import RecurrentLM, State, flatten_state, unflatten_state
 
 if TYPE_CHECKING:
     from rnnembed.language_model import LanguageModel
@@ -181,7 +181,6 @@ class EmbeddingStream:
 
     def state(self) -> dict:
         """Everything needed to continue this stream later (arrays and plain values)."""
-        layers = [s if isinstance(s, tuple) else (s,) for s in self._state]
         return {
             "fingerprint": self.lm.fingerprint(self.pooling),
             "pooling": self.pooling,
@@ -191,7 +190,9 @@ class EmbeddingStream:
                 t.cpu().numpy()
                 for t in (self._pool.total, self._pool.count, self._pool.max, self._pool.last)
             ],
-            "model_state": [[t.cpu().numpy() for t in layer] for layer in layers],
+            "model_state": [
+                [t.cpu().numpy() for t in layer] for layer in flatten_state(self._state)
+            ],
         }
 
     def restore(self, saved: dict) -> EmbeddingStream:
@@ -201,12 +202,9 @@ class EmbeddingStream:
         device = self.lm.device
         self.pending, self.tokens = saved["pending"], saved["tokens"]
         self._pool = Pool(*(torch.as_tensor(a, device=device) for a in saved["pool"]))
-        self._state = [
-            tuple(torch.as_tensor(a, device=device) for a in layer)
-            if len(layer) == 2
-            else torch.as_tensor(layer[0], device=device)
-            for layer in saved["model_state"]
-        ]
+        self._state = unflatten_state(
+            [[torch.as_tensor(a, device=device) for a in layer] for layer in saved["model_state"]]
+        )
         return self
 
 

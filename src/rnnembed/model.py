@@ -232,6 +232,16 @@ def _run_layer(rnn: nn.Module, x: Tensor, state: LayerState) -> tuple[Tensor, La
     return out, h_n[0]
 
 
+def flatten_state(state: State) -> list[list[Tensor]]:
+    """Each layer's state as a list: [h, c] for an LSTM, [h] otherwise."""
+    return [list(s) if isinstance(s, tuple) else [s] for s in state]
+
+
+def unflatten_state(layers: list[list[Tensor]]) -> State:
+    """The inverse of :func:`flatten_state`."""
+    return [tuple(layer) if len(layer) == 2 else layer[0] for layer in layers]
+
+
 def detach_state(state: State) -> State:
     """Cut the graph behind a carried state (truncated BPTT)."""
     return [tuple(t.detach() for t in s) if isinstance(s, tuple) else s.detach() for s in state]

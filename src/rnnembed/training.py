@@ -19,12 +19,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from rnnembed.atomic import atomic_path
 from rnnembed.config import JsonConfig
 from rnnembed.errors import RnnembedError
-from rnnembed.model import ModelConfig, RecurrentLM, State, detach_state, stream_loss
+from rnnembed.model import (
+    ModelConfig,
+    RecurrentLM,
+    State,
+    detach_state,
+    flatten_state,
+    stream_loss,
+    unflatten_state,
+)
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +224,8 @@ class Trainer:
         self.bad_evals = 0
         self.evals_done = 0
         self.lr_scale = 1.0  # SGD's plateau divisions
+        self.eval_seconds = 0.0  # how long the last evaluation took
+        self.evaluated_step = -1
         self.state: State | None = None
         self.train_loss_sum = 0.0
         self.train_loss_steps = 0
@@ -230,15 +241,23 @@ class Trainer:
     def budget_seconds(self) -> float | None:
         return None if self.config.minutes is None else 60.0 * self.config.minutes
 
-    def _replan(self, run_start: float, run_start_step: int, run_start_elapsed: float) -> None:
-        """With a time budget: total steps = steps so far + remaining time × measured rate."""
+    def _replan(self, steps_done: int, step_seconds: float) -> None:
+        """With a time budget: total steps = steps so far + the time left for training (the
+        budget less the evaluations still to come) × the measured step rate."""
         budget = self.budget_seconds
-        done = self.step - run_start_step
-        spent = time.perf_counter() - run_start
-        if budget is None or done < 5 or spent <= 0:
+        if budget is None or steps_done < 5 or step_seconds <= 0:
             return
-        remaining = max(budget - run_start_elapsed - spent, 0.0)
-        self.total_steps = max(self.step + 1, self.step + int(remaining * done / spent))
+        evals_left = max(self.config.evaluations - self.evals_done, 1)
+        remaining = max(budget - self.elapsed - evals_left * self.eval_seconds, 0.0)
+        self.total_steps = max(
+            self.step + 1, self.step + int(remaining * steps_done / step_seconds)
+        )
+
+    @property
+    def out_of_time(self) -> bool:
+        """The budget is spent, keeping room for one last evaluation."""
+        budget = self.budget_seconds
+        return budget is not None and self.elapsed + self.eval_seconds >= budget
 
     @property
     def progress_fraction(self) -> float:
@@ -281,7 +300,10 @@ class Trainer:
     # -- evaluation and stopping ---------------------------------------------------------------
 
     def evaluate(self) -> dict:
+        start = time.perf_counter()
         tokens, nll = stream_loss(self.model, self.valid_ids, self.eos_id)
+        self.eval_seconds = time.perf_counter() - start
+        self.evaluated_step = self.step
         valid_loss = nll / tokens
         train_loss = self.train_loss_sum / max(self.train_loss_steps, 1)
         self.train_loss_sum, self.train_loss_steps = 0.0, 0
@@ -314,8 +336,7 @@ class Trainer:
         return self.progress_fraction >= (self.evals_done + 1) / max(self.config.evaluations, 1)
 
     def finished(self) -> str | None:
-        budget = self.budget_seconds
-        if budget is not None and self.elapsed >= budget:
+        if self.out_of_time:
             return "budget"
         if self.config.epochs is not None and self.step >= self.total_steps:
             return "budget"
@@ -331,23 +352,29 @@ class Trainer:
         ``checkpoint_minutes``."""
         clock = time.perf_counter
         run_start, start_step, start_elapsed = clock(), self.step, self.elapsed
-        last_checkpoint = clock()
+        last_checkpoint, outside_steps = clock(), 0.0  # time spent evaluating and saving
         while (stopped := self.finished()) is None:
             loss = self.step_once()
             self.elapsed = start_elapsed + clock() - run_start
             if self.step % 10 == 0:
-                self._replan(run_start, start_step, start_elapsed)
-            if self.budget_seconds is not None and self.elapsed >= self.budget_seconds:
+                self._replan(self.step - start_step, clock() - run_start - outside_steps)
+            if self.out_of_time:
                 self.total_steps = self.step  # the budget is spent: the schedule ends here
             evaluated = self.eval_due()
+            pause = clock()
             if evaluated:
                 self.evaluate()
-                self.elapsed = start_elapsed + clock() - run_start
             if evaluated or clock() - last_checkpoint >= 60 * self.config.checkpoint_minutes:
                 self.save_checkpoint()
                 last_checkpoint = clock()
+            outside_steps += clock() - pause
+            self.elapsed = start_elapsed + clock() - run_start
             if self.progress is not None:
                 self.progress(self, {"loss": loss})
+        if self.evaluated_step != self.step:  # stopped between evaluations: score the end
+            self.evaluate()
+            self.save_checkpoint()
+            self.elapsed = start_elapsed + clock() - run_start
         return TrainResult(
             steps=self.step,
             tokens=self.tokens,
@@ -361,32 +388,34 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------
 
+    RESUMABLE = (
+        "step",
+        "total_steps",
+        "elapsed",
+        "tokens",
+        "best_loss",
+        "bad_evals",
+        "evals_done",
+        "evaluated_step",
+        "lr_scale",
+        "train_loss_sum",
+        "train_loss_steps",
+    )
+
     def save_checkpoint(self) -> None:
-        """Everything resume needs, in one safetensors file written atomically."""
+        """Everything resume needs, in one safetensors file written atomically: weights,
+        optimizer slots, the RNG, the carried state and the run's position."""
         tensors = {f"model.{k}": v for k, v in model_tensors(self.model).items()}
         optim = self.optimizer.state_dict()
         for index, slots in optim["state"].items():
             for key, value in slots.items():
                 tensors[f"optim.{index}.{key}"] = torch.as_tensor(value)
         tensors["rng.torch"] = torch.get_rng_state()
-        if self.state is not None:
-            for i, layer in enumerate(self.state):
-                for j, t in enumerate(layer if isinstance(layer, tuple) else (layer,)):
-                    tensors[f"state.{i}.{j}"] = t
-        trainer = {
-            "step": self.step,
-            "total_steps": self.total_steps,
-            "elapsed": self.elapsed,
-            "tokens": self.tokens,
-            "best_loss": self.best_loss,
-            "bad_evals": self.bad_evals,
-            "evals_done": self.evals_done,
-            "lr_scale": self.lr_scale,
-            "train_loss_sum": self.train_loss_sum,
-            "train_loss_steps": self.train_loss_steps,
-            "param_groups": optim["param_groups"],
-            "has_state": self.state is not None,
-        }
+        for i, layer in enumerate(flatten_state(self.state or [])):
+            for j, t in enumerate(layer):
+                tensors[f"state.{i}.{j}"] = t
+        trainer = {key: getattr(self, key) for key in self.RESUMABLE}
+        trainer["param_groups"] = optim["param_groups"]
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         with atomic_path(self.out / CHECKPOINT) as tmp:
             save_file(tensors, str(tmp), metadata={"trainer": json.dumps(trainer)})
@@ -395,8 +424,6 @@ class Trainer:
         path = self.out / CHECKPOINT
         try:
             tensors = load_file(str(path))
-            from safetensors import safe_open
-
             with safe_open(str(path), "pt") as f:
                 trainer = json.loads(f.metadata()["trainer"])
         except FileNotFoundError:
@@ -410,33 +437,21 @@ class Trainer:
         load_model_tensors(
             self.model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
         )
-        state: dict = {}
+        slots: dict = {}
+        layers: dict[int, dict[int, torch.Tensor]] = {}
         for key, value in tensors.items():
-            if key.startswith("optim."):
-                _, index, slot = key.split(".", 2)
-                state.setdefault(int(index), {})[slot] = value.to(self.device)
-        self.optimizer.load_state_dict({"state": state, "param_groups": trainer["param_groups"]})
+            kind, *rest = key.split(".", 2)
+            if kind == "optim":
+                slots.setdefault(int(rest[0]), {})[rest[1]] = value.to(self.device)
+            elif kind == "state":
+                layers.setdefault(int(rest[0]), {})[int(rest[1])] = value.to(self.device)
+        self.optimizer.load_state_dict({"state": slots, "param_groups": trainer["param_groups"]})
         torch.set_rng_state(tensors["rng.torch"])
-        if trainer["has_state"]:
-            fresh = self.model.initial_state(self.data.shape[0], self.device)
-            self.state = [
-                tuple(tensors[f"state.{i}.{j}"].to(self.device) for j in range(len(s)))
-                if isinstance(s, tuple)
-                else tensors[f"state.{i}.0"].to(self.device)
-                for i, s in enumerate(fresh)
-            ]
-        for key in (
-            "step",
-            "total_steps",
-            "elapsed",
-            "tokens",
-            "best_loss",
-            "bad_evals",
-            "evals_done",
-            "lr_scale",
-            "train_loss_sum",
-            "train_loss_steps",
-        ):
+        if layers:
+            self.state = unflatten_state(
+                [[layer[j] for j in sorted(layer)] for _, layer in sorted(layers.items())]
+            )
+        for key in self.RESUMABLE:
             setattr(self, key, trainer[key])
 
 
