@@ -132,7 +132,14 @@ class LanguageModel:
         if not resume:
             tok.save(out / TOKENIZER)
         trainer = Trainer(
-            lm.model, config, train_ids, valid_ids, tok.eos_id, out, on_eval=lm._on_eval
+            lm.model,
+            config,
+            train_ids,
+            valid_ids,
+            tok.eos_id,
+            out,
+            on_eval=lm._on_eval,
+            restore_best=lambda: _load_weights(out / WEIGHTS, lm.model),
         )
         log.info(
             "training %s %d×%d (%s parameters), batch %d × bptt %d, %s, lr %g, on %s tokens",
@@ -159,7 +166,6 @@ class LanguageModel:
                 result = trainer.run()
         else:
             result = trainer.run()
-        _load_weights(out / WEIGHTS, lm.model)  # the best evaluation's weights
         _write_curve(out)
         lm.last_result = result
         return lm
@@ -168,7 +174,7 @@ class LanguageModel:
         out = trainer.out
         with open(out / METRICS, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
-        if record["improved"]:
+        if record.get("improved"):
             self.save_weights(out / WEIGHTS)
 
     # -- files -------------------------------------------------------------------------------
@@ -351,13 +357,13 @@ def _fingerprint(*streams: torch.Tensor) -> str:
 
 def _truncate_metrics(out: Path, step: int) -> None:
     """Drop evaluations logged after the checkpoint being resumed (they will be redone)."""
-    kept = [r for r in read_metrics(out) if r["step"] <= step]
+    kept = [r for r in read_metrics(out) if r["step"] <= step and not r.get("final")]
     atomic_write(out / METRICS, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def _write_curve(out: Path) -> None:
     """training_curve.png: validation and training loss/perplexity against tokens and time."""
-    records = read_metrics(out)
+    records = [r for r in read_metrics(out) if not r.get("final")]
     if not records:
         return
     import matplotlib
@@ -371,7 +377,7 @@ def _write_curve(out: Path) -> None:
         (axes[1], "seconds", "wall seconds"),
     ):
         xs = [r[key] for r in records]
-        ax.plot(xs, [r["valid_ppl"] for r in records], "o-", label="validation")
+        ax.plot(xs, [r["valid_ppl"] for r in records], "o-", label="validation (probe)")
         ax.plot(xs, [r["train_ppl"] for r in records], "s--", label="training")
         ax.set_xlabel(label)
         ax.set_yscale("log")

@@ -70,6 +70,7 @@ class TrainConfig(JsonConfig):
     minutes: float | None = None
     epochs: float | None = None
     evaluations: int = 10  # evaluations per run, the last at the end
+    eval_tokens: int = 32768  # evaluations on the way score this much of the validation text
     patience: int = 3  # evaluations without improvement before an early stop
     checkpoint_minutes: float = 5.0
     seed: int = 0
@@ -202,16 +203,19 @@ class Trainer:
         out: Path,
         on_eval: Callable[[Trainer, dict], None] | None = None,
         progress: Callable[[Trainer, dict], None] | None = None,
+        restore_best: Callable[[], None] | None = None,
     ):
         self.config = config
         self.device = pick_device(config.device)
         self.model = model.to(self.device)
         self.data = batchify(train_ids, config.batch_size).to(self.device)
         self.valid_ids = valid_ids.to(self.device)
+        self.valid_probe = self.valid_ids[: config.eval_tokens or len(valid_ids)]
         self.eos_id = eos_id
         self.out = out
         self.on_eval = on_eval
         self.progress = progress
+        self.restore_best = restore_best  # loads the best probe's weights back at the end
         self.optimizer = make_optimizer(config, self.model)
         self.bf16 = use_bf16(config.precision, self.device)
         self.steps_per_epoch = math.ceil((self.data.shape[1] - 1) / config.bptt)
@@ -223,9 +227,10 @@ class Trainer:
         self.best_loss = math.inf
         self.bad_evals = 0
         self.evals_done = 0
+        self.next_eval = 1.0 / max(config.evaluations, 1)  # progress at which the next is due
         self.lr_scale = 1.0  # SGD's plateau divisions
-        self.eval_seconds = 0.0  # how long the last evaluation took
         self.evaluated_step = -1
+        self.eval_seconds_per_token = 0.0  # measured by each evaluation
         self.state: State | None = None
         self.train_loss_sum = 0.0
         self.train_loss_steps = 0
@@ -241,23 +246,28 @@ class Trainer:
     def budget_seconds(self) -> float | None:
         return None if self.config.minutes is None else 60.0 * self.config.minutes
 
+    def _eval_reserve(self, probes: int) -> float:
+        """Seconds that ``probes`` more probe evaluations and the final full one will take."""
+        tokens = probes * len(self.valid_probe) + len(self.valid_ids)
+        return tokens * self.eval_seconds_per_token
+
     def _replan(self, steps_done: int, step_seconds: float) -> None:
         """With a time budget: total steps = steps so far + the time left for training (the
         budget less the evaluations still to come) × the measured step rate."""
         budget = self.budget_seconds
         if budget is None or steps_done < 5 or step_seconds <= 0:
             return
-        evals_left = max(self.config.evaluations - self.evals_done, 1)
-        remaining = max(budget - self.elapsed - evals_left * self.eval_seconds, 0.0)
+        probes_left = max(self.config.evaluations - self.evals_done, 1)
+        remaining = max(budget - self.elapsed - self._eval_reserve(probes_left), 0.0)
         self.total_steps = max(
             self.step + 1, self.step + int(remaining * steps_done / step_seconds)
         )
 
     @property
     def out_of_time(self) -> bool:
-        """The budget is spent, keeping room for one last evaluation."""
+        """The budget is spent, keeping room for the last probe and the final evaluation."""
         budget = self.budget_seconds
-        return budget is not None and self.elapsed + self.eval_seconds >= budget
+        return budget is not None and self.elapsed + self._eval_reserve(1) >= budget
 
     @property
     def progress_fraction(self) -> float:
@@ -299,15 +309,24 @@ class Trainer:
 
     # -- evaluation and stopping ---------------------------------------------------------------
 
-    def evaluate(self) -> dict:
+    def score(self, ids: torch.Tensor) -> float:
+        """Validation loss (nats/token) of the current weights on ``ids``; times itself."""
         start = time.perf_counter()
-        tokens, nll = stream_loss(self.model, self.valid_ids, self.eos_id)
-        self.eval_seconds = time.perf_counter() - start
+        tokens, nll = stream_loss(self.model, ids, self.eos_id)
+        self.eval_seconds_per_token = (time.perf_counter() - start) / max(tokens, 1)
+        return nll / tokens
+
+    def evaluate(self) -> dict:
+        """A probe: score the first ``eval_tokens`` of the validation text, log, and decide
+        about early stopping (and SGD's learning rate)."""
+        valid_loss = self.score(self.valid_probe)
         self.evaluated_step = self.step
-        valid_loss = nll / tokens
         train_loss = self.train_loss_sum / max(self.train_loss_steps, 1)
         self.train_loss_sum, self.train_loss_steps = 0.0, 0
         self.evals_done += 1
+        # spread the evaluations left evenly over the rest of the run
+        left = max(self.config.evaluations - self.evals_done, 1)
+        self.next_eval = self.progress_fraction + (1.0 - self.progress_fraction) / left
         improved = valid_loss < self.best_loss - 1e-4
         if improved:
             self.best_loss, self.bad_evals = valid_loss, 0
@@ -332,8 +351,8 @@ class Trainer:
         return record
 
     def eval_due(self) -> bool:
-        """Evaluate each time progress crosses another 1/evaluations of the run."""
-        return self.progress_fraction >= (self.evals_done + 1) / max(self.config.evaluations, 1)
+        """A probe is due at each 1/evaluations of the run, and always at its end."""
+        return self.progress_fraction >= min(self.next_eval, 1.0)
 
     def finished(self) -> str | None:
         if self.out_of_time:
@@ -347,9 +366,9 @@ class Trainer:
     # -- the loop ----------------------------------------------------------------------------
 
     def run(self) -> TrainResult:
-        """Step until the budget is spent or validation stops improving; evaluate on the way
-        (the last evaluation at the very end) and checkpoint at each evaluation and every
-        ``checkpoint_minutes``."""
+        """Step until the budget is spent or validation stops improving; probe on the way (the
+        last probe at the very end), checkpoint at each probe and every ``checkpoint_minutes``;
+        then score the kept (best) weights on the whole validation text."""
         clock = time.perf_counter
         run_start, start_step, start_elapsed = clock(), self.step, self.elapsed
         last_checkpoint, outside_steps = clock(), 0.0  # time spent evaluating and saving
@@ -371,17 +390,32 @@ class Trainer:
             self.elapsed = start_elapsed + clock() - run_start
             if self.progress is not None:
                 self.progress(self, {"loss": loss})
-        if self.evaluated_step != self.step:  # stopped between evaluations: score the end
+        if self.evaluated_step != self.step:  # stopped between evaluations: probe the end
             self.evaluate()
             self.save_checkpoint()
-            self.elapsed = start_elapsed + clock() - run_start
+        if self.restore_best is not None:
+            self.restore_best()
+        final = self.score(self.valid_ids)  # the kept weights on the whole validation text
+        self.elapsed = start_elapsed + clock() - run_start
+        if self.on_eval is not None:
+            self.on_eval(
+                self,
+                {
+                    "final": True,
+                    "step": self.step,
+                    "tokens": self.tokens,
+                    "seconds": round(self.elapsed, 3),
+                    "valid_loss": final,
+                    "valid_ppl": math.exp(min(final, 50)),
+                },
+            )
         return TrainResult(
             steps=self.step,
             tokens=self.tokens,
             seconds=round(self.elapsed, 2),
             epochs=round(self.step / self.steps_per_epoch, 3),
-            valid_loss=self.best_loss,
-            valid_ppl=math.exp(min(self.best_loss, 50)),
+            valid_loss=final,
+            valid_ppl=math.exp(min(final, 50)),
             tokens_per_s=round(self.tokens / max(self.elapsed, 1e-9), 1),
             stopped=stopped,
         )
@@ -396,6 +430,7 @@ class Trainer:
         "best_loss",
         "bad_evals",
         "evals_done",
+        "next_eval",
         "evaluated_step",
         "lr_scale",
         "train_loss_sum",
