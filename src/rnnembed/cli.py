@@ -252,3 +252,264 @@ def generate(
         prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed
     )
     console.out(text, highlight=False)
+
+
+@app.command(name="evaluate")
+def evaluate_embeddings(
+    task: Annotated[
+        str, typer.Option(help="mr, cr, subj, mpqa, trec, sst2, stsb, sickr, pairs or beir.")
+    ],
+    model: Annotated[
+        Path | None,
+        typer.Argument(help="A model folder (not needed with --baseline or --mode bm25)."),
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Folder in SentEval/STS/BEIR layout; default $RNNEMBED_DATA_DIR."),
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option(help="Split to score (default: test, else dev).")
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option(help="The task's data file (beir: the BEIR folder).")
+    ] = None,
+    mode: Annotated[
+        str, typer.Option(help="dense (embeddings), bm25 (bag of words) or hybrid (both).")
+    ] = "dense",
+    pooling: Annotated[str, typer.Option(help="mean, last, max or mean+max.")] = "mean",
+    baseline: Annotated[
+        str | None, typer.Option(help="Score word2vec or doc2vec instead of a model.")
+    ] = None,
+    baseline_corpus: Annotated[
+        list[Path] | None, typer.Option(help="Files or folders the baseline trains on.")
+    ] = None,
+    baseline_seconds: Annotated[
+        float, typer.Option(help="The baseline's training budget in seconds.")
+    ] = 60.0,
+    encoding: Encoding = "utf-8",
+    as_json: AsJson = False,
+    quiet: Quiet = False,
+) -> None:
+    """Score embeddings on a classification, STS or retrieval task (score: accuracy %,
+    Spearman ×100 or nDCG@10); bag of words is --mode bm25 and needs no model."""
+    from rnnembed.evaluation import evaluate
+
+    _setup_logging(quiet or as_json)
+    if model is not None and baseline is not None:
+        raise RnnembedError("give a model folder or --baseline, not both")
+    encoder, name = None, "bag of words" if mode == "bm25" else None
+    if baseline is not None:
+        from rnnembed.evaluation.baselines import train_baseline
+
+        encoder = train_baseline(
+            baseline, baseline_corpus or [], baseline_seconds, encoding=encoding
+        )
+        name = baseline
+    elif model is not None:
+        from rnnembed.language_model import LanguageModel
+
+        encoder, name = LanguageModel.load(model), str(model)
+    result = evaluate(
+        encoder,
+        task,
+        data_dir=data_dir,
+        split=split,
+        file=file,
+        mode=mode,
+        pooling=pooling if model is not None else None,
+    )
+    result = {"model": name, **result}
+    if as_json:
+        _print_json(result)
+    else:
+        _print_table(result)
+
+
+# -- embed, index, search ------------------------------------------------------------------------
+
+Pooling = Annotated[
+    str,
+    typer.Option(help="mean, last, max or mean+max (an index keeps the one it was built with)."),
+]
+Db = Annotated[
+    str,
+    typer.Option(
+        "--db",
+        help="A Milvus Lite database (a path ending in .db) or a server URI, e.g. "
+        "http://localhost:19530.",
+    ),
+]
+Collection = Annotated[str, typer.Option(help="The collection in the database.")]
+Token = Annotated[
+    str, typer.Option(envvar="MILVUS_TOKEN", help="Milvus server token (user:password or key).")
+]
+INDEX_BATCH = 256  # chunks per VectorStore.add while indexing
+
+
+@app.command()
+def embed(
+    model: Annotated[Path, typer.Argument(help="A model folder.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Text files or folders to embed.")],
+    out: Annotated[Path, typer.Option(help="Where to write the vectors (a .npy file).")],
+    pooling: Pooling = "mean",
+    encoding: Encoding = "utf-8",
+    field: Field = "text",
+    column: Column = "text",
+    as_json: AsJson = False,
+) -> None:
+    """Embed each non-blank line (or .jsonl/.csv record) of the inputs, in order, into a .npy
+    file of unit vectors."""
+    import numpy as np
+
+    from rnnembed.atomic import atomic_path
+    from rnnembed.chunking import read_chunks
+    from rnnembed.language_model import LanguageModel
+
+    lm = LanguageModel.load(model)
+    read = {"encoding": encoding, "field": field, "column": column}
+    texts = [chunk.text for chunk in read_chunks(inputs, "lines", **read)]
+    vectors = lm.encode(texts, pooling=pooling)
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:
+        np.save(f, vectors)
+    summary = {"texts": len(texts), "shape": list(vectors.shape), "pooling": pooling}
+    if as_json:
+        _print_json({**summary, "out": str(out)})
+    else:
+        _print_table({**summary, "shape": " × ".join(map(str, vectors.shape)), "out": str(out)})
+
+
+@app.command()
+def index(
+    model: Annotated[Path, typer.Argument(help="A model folder.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Text files or folders to index.")],
+    db: Db,
+    collection: Collection = "default",
+    chunk: Annotated[str, typer.Option(help="lines, paragraphs or sentences.")] = "lines",
+    pooling: Pooling = "mean",
+    analyzer: Annotated[
+        str | None,
+        typer.Option(
+            help="BM25 analyzer of a new collection: standard, or chinese (jieba). "
+            "Default: the collection's own (standard for a new one)."
+        ),
+    ] = None,
+    token: Token = "",
+    encoding: Encoding = "utf-8",
+    field: Field = "text",
+    column: Column = "text",
+    as_json: AsJson = False,
+    quiet: Quiet = False,
+) -> None:
+    """Embed the inputs' chunks and store them in Milvus for search; chunks already stored are
+    skipped, so indexing the same files again adds nothing."""
+    from rnnembed.chunking import read_chunks
+    from rnnembed.language_model import LanguageModel
+    from rnnembed.progress import IndexProgress
+    from rnnembed.store import VectorStore
+
+    _setup_logging(quiet or as_json)
+    lm = LanguageModel.load(model)
+    read = {"encoding": encoding, "field": field, "column": column}
+    chunks = list(read_chunks(inputs, chunk, **read))
+    options = {"collection": collection, "pooling": pooling, "analyzer": analyzer, "token": token}
+    with VectorStore(db, model=lm, **options) as store:
+        before = store.count()
+        with IndexProgress(len(chunks), quiet or as_json) as progress:
+            for start in range(0, len(chunks), INDEX_BATCH):
+                part = chunks[start : start + INDEX_BATCH]
+                store.add([c.text for c in part], sources=[c.source for c in part])
+                progress.advance(len(part))
+        rows = store.count()
+    summary = {
+        "chunks": len(chunks),
+        "added": rows - before,
+        "already_present": len(chunks) - (rows - before),
+        "rows": rows,
+        "collection": collection,
+        "db": db,
+    }
+    if as_json:
+        _print_json(summary)
+    else:
+        _print_table(summary)
+
+
+@app.command()
+def search(
+    model: Annotated[Path, typer.Argument(help="The model folder the index was built with.")],
+    query: Annotated[str, typer.Argument(help="What to search for.")],
+    db: Db,
+    k: Annotated[int, typer.Option("-k", "--top-k", help="How many hits.")] = 10,
+    mode: Annotated[str, typer.Option(help="dense, bm25 or hybrid.")] = "dense",
+    collection: Collection = "default",
+    filter_: Annotated[
+        str | None,
+        typer.Option("--filter", help="A Milvus filter expression, e.g. 'source like \"docs/%\"'."),
+    ] = None,
+    pooling: Pooling = "mean",
+    token: Token = "",
+    as_json: AsJson = False,
+) -> None:
+    """Search an index: the best-matching chunks with their scores and sources."""
+    from rich.table import Column
+
+    from rnnembed.language_model import LanguageModel
+    from rnnembed.store import VectorStore
+
+    _setup_logging(as_json)
+    lm = LanguageModel.load(model)
+    options = {"collection": collection, "pooling": pooling, "token": token, "create": False}
+    with VectorStore(db, model=lm, **options) as store:
+        hits = store.search(query, k=k, mode=mode, filter=filter_)
+    if as_json:
+        _print_json({"query": query, "hits": [hit.to_dict() for hit in hits]})
+        return
+    if not hits:
+        console.print("no hits", highlight=False)
+        return
+    table = Table(
+        "#",
+        "score",
+        Column("source", overflow="fold"),
+        Column("text", overflow="ellipsis", no_wrap=True, ratio=1),
+    )
+    for rank, hit in enumerate(hits, 1):
+        text = " ".join(hit.text.split())
+        table.add_row(str(rank), f"{hit.score:.4f}", hit.source, text[:300])
+    console.print(table, highlight=False)
+
+
+@app.command()
+def quickstart(
+    folder: Annotated[Path, typer.Option(help="Where to build it all.")] = Path(
+        "rnnembed-quickstart"
+    ),
+    minutes: Annotated[float, typer.Option(help="Training budget.")] = 1.5,
+    quiet: Quiet = False,
+) -> None:
+    """Train on Python's own documentation, index it in Milvus Lite and search it (offline)."""
+    from rnnembed.quickstart import run_quickstart
+
+    _setup_logging(quiet)
+    result = run_quickstart(folder, minutes=minutes, progress=not quiet)
+    console.print(f"[bold]model[/] {result.folder / 'model'}  ({result.sections} sections)")
+    console.print(f"[bold]held-out perplexity[/] {result.perplexity:.1f}")
+    console.print(f"[bold]sample[/] {result.sample}", highlight=False)
+    for query, mode, hits in result.searches:
+        table = Table("score", "source", "text", title=f"{query!r} ({mode})", title_justify="left")
+        for hit in hits:
+            text = " ".join(hit.text.split())[:160]
+            table.add_row(f"{hit.score:.3f}", Path(hit.source).name, text)
+        console.print(table, highlight=False)
+    model, db = result.folder / "model", result.folder / "index.db"
+    console.print(
+        "\n[bold]Now with your own files:[/]\n"
+        "  rnnembed train my_docs/ --out my-model --minutes 10\n"
+        "  rnnembed index my-model my_docs/ --db my-index.db --chunk paragraphs\n"
+        '  rnnembed search my-model "your question" --db my-index.db --mode hybrid\n'
+        f'or search this one: rnnembed search {model} "open a file" --db {db}',
+        highlight=False,
+    )
+
+
+# -- serve ---------------------------------------------------------------------------------------

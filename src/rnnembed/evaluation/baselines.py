@@ -1,0 +1,208 @@
+"""Baseline encoders trained on a corpus within a time budget: averaged word2vec and Doc2Vec.
+
+Both present the LanguageModel's ``encode(texts) -> float32 (n, d)`` with L2-normalised rows
+(plus ``dim`` and ``fingerprint``), so every evaluation task runs them unchanged. The
+bag-of-words baselines (TF-IDF, BM25) need no training: they are the ``bm25`` mode.
+
+Training goes epoch by epoch until ``seconds`` are spent (at least one epoch): the first epoch
+runs at the initial learning rate and times the corpus; the budget then fixes the number of
+epochs, over which the rate decays linearly to ``min_alpha``. Text is split by
+:func:`rnnembed.evaluation.bow.words` (CJK text into characters). One worker thread, seeded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from rnnembed.corpus import iter_texts
+from rnnembed.errors import RnnembedError
+from rnnembed.evaluation.bow import words
+
+log = logging.getLogger(__name__)
+
+BASELINES = ("word2vec", "doc2vec")
+
+
+def _gensim():
+    try:
+        import gensim
+    except ImportError:
+        raise RnnembedError(
+            "the word2vec and doc2vec baselines need gensim; pip install 'rnnembed[baselines]'"
+        ) from None
+    return gensim
+
+
+def _documents(corpus: Sequence[str | Path], encoding: str) -> list[list[str]]:
+    docs = [tokens for tokens in map(words, iter_texts(corpus, encoding=encoding)) if tokens]
+    if not docs:
+        raise RnnembedError("the baseline corpus has no words; pass text files or folders")
+    return docs
+
+
+def _train_within(model, corpus: list, seconds: float) -> int:
+    """Train ``model`` (vocabulary built) epoch by epoch within ``seconds``; returns epochs."""
+    alpha, min_alpha = model.alpha, model.min_alpha
+    start = time.perf_counter()
+    model.train(corpus, total_examples=len(corpus), epochs=1, start_alpha=alpha, end_alpha=alpha)
+    done, epoch_seconds = 1, time.perf_counter() - start
+    planned = max(1, int(seconds // epoch_seconds))
+    rates = np.linspace(alpha, min_alpha, planned)  # epoch d + 1 runs rates[d - 1] to rates[d]
+    while done < planned and time.perf_counter() - start + epoch_seconds <= seconds:
+        model.train(
+            corpus,
+            total_examples=len(corpus),
+            epochs=1,
+            start_alpha=rates[done - 1],
+            end_alpha=rates[done],
+        )
+        done += 1
+        epoch_seconds = (time.perf_counter() - start) / done
+    log.info("%s: %d epoch(s) in %.1f s", type(model).__name__, done, time.perf_counter() - start)
+    return done
+
+
+def _check_pooling(pooling: str) -> None:
+    if pooling != "mean":
+        raise RnnembedError(f"a baseline has no {pooling!r} pooling; it only averages (mean)")
+
+
+def _normalized(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+
+class _Baseline:
+    """What the harness and the VectorStore need from an encoder besides ``encode``."""
+
+    name = ""
+    epochs = 0
+
+    def _vectors(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def dim(self, pooling: str = "mean") -> int:
+        """Length of the vectors :meth:`encode` returns."""
+        return self._vectors().shape[1]
+
+    def fingerprint(self, pooling: str = "mean") -> str:
+        """sha256 of the kind and the trained vectors."""
+        digest = hashlib.sha256(self.name.encode())
+        digest.update(np.ascontiguousarray(self._vectors()).tobytes())
+        return digest.hexdigest()
+
+
+class Word2VecBaseline(_Baseline):
+    """The mean of a text's word2vec (skip-gram, negative sampling) word vectors."""
+
+    name = "word2vec"
+
+    def __init__(self, model, epochs: int):
+        self.model, self.epochs = model, epochs
+
+    @classmethod
+    def train(
+        cls,
+        corpus: Sequence[str | Path],
+        seconds: float,
+        *,
+        dim: int = 300,
+        window: int = 5,
+        min_count: int = 2,
+        seed: int = 0,
+        encoding: str = "utf-8",
+    ) -> Word2VecBaseline:
+        """Train on the files and folders in ``corpus`` for about ``seconds``."""
+        gensim = _gensim()
+        docs = _documents(corpus, encoding)
+        model = gensim.models.Word2Vec(
+            vector_size=dim, window=window, min_count=min_count, sg=1, workers=1, seed=seed
+        )
+        model.build_vocab(docs)
+        return cls(model, _train_within(model, docs, seconds))
+
+    def _vectors(self) -> np.ndarray:
+        return self.model.wv.vectors
+
+    def encode(self, texts: Sequence[str], pooling: str = "mean") -> np.ndarray:
+        """Mean word vector of each text (zeros when no word is known), L2-normalised."""
+        _check_pooling(pooling)
+        wv = self.model.wv
+        out = np.zeros((len(texts), wv.vector_size), dtype=np.float32)
+        for row, text in enumerate(texts):
+            known = [wv.key_to_index[w] for w in words(text) if w in wv.key_to_index]
+            if known:
+                out[row] = wv.vectors[known].mean(axis=0)
+        return _normalized(out)
+
+
+class Doc2VecBaseline(_Baseline):
+    """Doc2Vec PV-DBOW with word training (dbow_words=1); a text's vector is inferred."""
+
+    name = "doc2vec"
+
+    def __init__(self, model, epochs: int, infer_epochs: int = 20):
+        self.model, self.epochs, self.infer_epochs = model, epochs, infer_epochs
+
+    @classmethod
+    def train(
+        cls,
+        corpus: Sequence[str | Path],
+        seconds: float,
+        *,
+        dim: int = 300,
+        window: int = 5,
+        min_count: int = 2,
+        seed: int = 0,
+        encoding: str = "utf-8",
+    ) -> Doc2VecBaseline:
+        """Train on the files and folders in ``corpus`` (one document per line or record)
+        for about ``seconds``."""
+        gensim = _gensim()
+        tagged = gensim.models.doc2vec.TaggedDocument
+        docs = [tagged(tokens, [i]) for i, tokens in enumerate(_documents(corpus, encoding))]
+        model = gensim.models.Doc2Vec(
+            vector_size=dim,
+            window=window,
+            min_count=min_count,
+            dm=0,
+            dbow_words=1,
+            workers=1,
+            seed=seed,
+        )
+        model.build_vocab(docs)
+        return cls(model, _train_within(model, docs, seconds))
+
+    def _vectors(self) -> np.ndarray:
+        return self.model.wv.vectors
+
+    def encode(self, texts: Sequence[str], pooling: str = "mean") -> np.ndarray:
+        """Each text's inferred document vector (``infer_epochs`` passes), L2-normalised;
+        the sampling is reseeded per text, so a text's vector does not depend on its batch."""
+        _check_pooling(pooling)
+        out = np.zeros((len(texts), self.model.vector_size), dtype=np.float32)
+        for row, text in enumerate(texts):
+            self.model.random = np.random.RandomState(self.model.seed)  # same text, same vector
+            out[row] = self.model.infer_vector(words(text), epochs=self.infer_epochs)
+        return _normalized(out)
+
+
+def train_baseline(
+    name: str, corpus: Sequence[str | Path], seconds: float, **options
+) -> Word2VecBaseline | Doc2VecBaseline:
+    """Train the baseline called ``name`` (one of ``BASELINES``)."""
+    kinds = {"word2vec": Word2VecBaseline, "doc2vec": Doc2VecBaseline}
+    if name not in kinds:
+        raise RnnembedError(
+            f"unknown baseline {name!r}; choose {' or '.join(BASELINES)} (TF-IDF and BM25 are "
+            "--mode bm25, which needs no model)"
+        )
+    if not corpus:
+        raise RnnembedError(f"the {name} baseline trains on a corpus; pass --baseline-corpus FILE")
+    return kinds[name].train(corpus, seconds, **options)

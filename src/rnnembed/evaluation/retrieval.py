@@ -1,0 +1,180 @@
+"""Retrieval on a BEIR-format folder through :class:`rnnembed.store.VectorStore`.
+
+The folder holds ``corpus.jsonl`` (``_id``, ``title``, ``text``), ``queries.jsonl`` (``_id``,
+``text``) and ``qrels/<split>.tsv`` (``query-id corpus-id score``, with a header). Documents
+(title + " " + text) are indexed into a temporary Milvus Lite file with their ``_id`` as
+source; every judged query is searched in the chosen mode (dense, bm25 or hybrid/RRF), 100 hits
+deep. Metrics follow BEIR (trec_eval), with graded relevance from the qrels:
+
+- nDCG@10 = DCG@10 / IDCG@10, DCG@10 = sum over ranks i <= 10 of rel_i / log2(i + 1), IDCG the
+  DCG of the judged documents sorted by relevance;
+- recall@100 = |relevant documents in the top 100| / |relevant documents| (relevant: rel > 0).
+
+Queries without a relevant judgment are skipped; as in BEIR, a hit whose id equals the query's
+id is dropped. In bm25 mode nothing is encoded: the model is not needed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from rnnembed.errors import RnnembedError
+from rnnembed.evaluation.bow import is_cjk
+from rnnembed.evaluation.files import choose_split, data_root, read_lines, require
+
+SPLITS = ("test", "dev", "train")
+DEPTH = 100
+Qrels = dict[str, dict[str, int]]
+
+
+def ndcg_at(ranking: Sequence[str], relevance: dict[str, int], k: int = 10) -> float:
+    """nDCG@k of a ranked list of ids against graded judgments (0 if nothing is relevant)."""
+    dcg = sum(relevance.get(doc, 0) / math.log2(i + 2) for i, doc in enumerate(ranking[:k]))
+    ideal = sorted((r for r in relevance.values() if r > 0), reverse=True)[:k]
+    idcg = sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+def recall_at(ranking: Sequence[str], relevance: dict[str, int], k: int = 100) -> float:
+    """Share of the relevant ids (rel > 0) found in the top k."""
+    relevant = {doc for doc, r in relevance.items() if r > 0}
+    return len(relevant.intersection(ranking[:k])) / len(relevant) if relevant else 0.0
+
+
+def _jsonl(path: Path, fields: tuple[str, ...]) -> list[dict]:
+    records = []
+    for number, line in enumerate(read_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise RnnembedError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(record, dict) or "_id" not in record:
+            raise RnnembedError(f"{path}:{number}: a BEIR record needs an '_id' field")
+        records.append({"_id": str(record["_id"]), **{f: record.get(f) or "" for f in fields}})
+    return records
+
+
+def read_qrels(path: Path) -> Qrels:
+    """query id -> {document id: relevance} from a BEIR qrels TSV (header skipped)."""
+    qrels: Qrels = {}
+    rows = csv.reader(read_lines(path), delimiter="\t", quoting=csv.QUOTE_NONE)
+    for number, row in enumerate(rows, 1):
+        if not row or (number == 1 and not row[-1].lstrip("-").isdigit()):
+            continue
+        if len(row) < 3:
+            raise RnnembedError(
+                f"{path}:{number}: expected 'query-id<TAB>corpus-id<TAB>score' (with a header)"
+            )
+        try:
+            qrels.setdefault(row[0], {})[row[1]] = int(row[-1])
+        except ValueError:
+            raise RnnembedError(
+                f"{path}:{number}: relevance {row[-1]!r} is not an integer"
+            ) from None
+    return qrels
+
+
+def load_beir(folder: Path, split: str | None) -> tuple[list[dict], list[dict], Qrels, str]:
+    """(corpus, queries, qrels, split) of a BEIR folder; ``split`` defaults to the first of
+    test, dev, train that has a qrels file."""
+    hint = "pass --data-dir (or --file) with a BEIR folder holding corpus.jsonl and queries.jsonl"
+    corpus = _jsonl(require(folder / "corpus.jsonl", "beir", hint), ("title", "text"))
+    queries = _jsonl(require(folder / "queries.jsonl", "beir", hint), ("text",))
+    files = {name: folder / "qrels" / f"{name}.tsv" for name in SPLITS}
+    split, path = choose_split("beir", files, split, SPLITS)
+    return corpus, queries, read_qrels(path), split
+
+
+def rank(store, queries: list[str], mode: str, depth: int = DEPTH) -> list[list[str]]:
+    """The document ids (hit sources) each query retrieves, best first."""
+    return [[hit.source for hit in hits] for hits in store.search(queries, k=depth, mode=mode)]
+
+
+def score(rankings: dict[str, list[str]], qrels: Qrels) -> dict:
+    """Mean nDCG@10 and recall@100 over the queries of ``rankings`` that have a relevant
+    judgment (a hit equal to its query id dropped)."""
+    judged = [q for q in rankings if any(r > 0 for r in qrels.get(q, {}).values())]
+    if not judged:
+        raise RnnembedError("no query has a relevant judgment in the qrels; check --split")
+    ndcg = recall = 0.0
+    for query in judged:
+        ranking = [doc for doc in rankings[query] if doc != query]
+        ndcg += ndcg_at(ranking, qrels[query], 10)
+        recall += recall_at(ranking, qrels[query], DEPTH)
+    return {
+        "ndcg@10": ndcg / len(judged),
+        "recall@100": recall / len(judged),
+        "queries": len(judged),
+    }
+
+
+class _NoVectors:
+    """Stands in for a model in bm25 mode, which needs no embeddings: every row gets the same
+    constant unit vector, and no text is encoded."""
+
+    def encode(self, texts: Sequence[str], pooling: str = "mean") -> np.ndarray:
+        return np.tile(np.array([1.0, 0.0], dtype=np.float32), (len(texts), 1))
+
+    def dim(self, pooling: str = "mean") -> int:
+        return 2
+
+    def fingerprint(self, pooling: str = "mean") -> str:
+        return "bm25-only"
+
+
+def run(
+    task: str,
+    model,
+    mode: str,
+    data_dir: str | Path | None = None,
+    split: str | None = None,
+    file: str | Path | None = None,
+    pooling: str = "mean",
+) -> dict:
+    """nDCG@10 (the score) and recall@100 of ``model`` on the BEIR folder ``file`` or
+    ``data_dir``, searched through a VectorStore in ``mode``. Documents with no text are not
+    indexed; a judged query with no text retrieves nothing. The store's BM25 analyzer is jieba
+    for a CJK corpus, else the standard one."""
+    from rnnembed.store import VectorStore
+
+    folder = Path(file) if file is not None else data_root(data_dir, task, "a BEIR folder")
+    corpus, queries, qrels, split = load_beir(folder, split)
+    judged = [q for q in queries if q["_id"] in qrels]
+    if not judged:
+        raise RnnembedError(f"{folder}: no query in queries.jsonl is judged in qrels/{split}.tsv")
+    docs = [(d["_id"], f"{d['title']} {d['text']}".strip()) for d in corpus]
+    docs = [(doc, text) for doc, text in docs if text]
+    texts = [text for _, text in docs]
+    asked = [q for q in judged if q["text"].strip()]
+    with (
+        tempfile.TemporaryDirectory(prefix="rnnembed-beir-") as tmp,
+        VectorStore(
+            uri=str(Path(tmp) / "beir.db"),
+            model=_NoVectors() if mode == "bm25" else model,
+            collection="beir",
+            pooling=pooling,
+            analyzer="chinese" if is_cjk(texts) else "standard",
+        ) as store,
+    ):
+        store.add(texts, sources=[doc for doc, _ in docs])
+        ranked = rank(store, [q["text"] for q in asked], mode)
+    rankings = {q["_id"]: [] for q in judged} | {
+        q["_id"]: r for q, r in zip(asked, ranked, strict=True)
+    }
+    result = score(rankings, qrels)
+    return {
+        "score": result["ndcg@10"],
+        **result,
+        "documents": len(docs),
+        "split": split,
+        "file": str(folder),
+    }

@@ -1,0 +1,206 @@
+"""SentEval-style classification: frozen features + logistic regression, accuracy in %.
+
+MR, CR, SUBJ and MPQA are scored by 10-fold stratified cross-validation (seeded); TREC and
+SST-2 train on their train split and are scored on test (SST-2: or dev). Files are SentEval's
+``label sentence`` lines, read as UTF-8 with a cp1252 fallback.
+
+Features per mode: ``dense`` = the encoder's vectors, standardised on the training part and
+divided by sqrt(d), so a row has expected squared norm 1 like an L2-normalised TF-IDF row;
+``bm25`` = sublinear uni+bigram TF-IDF fitted on the training part (character uni+bigrams for
+CJK text); ``hybrid`` = both, concatenated. The inverse regularisation C is chosen from
+``C_GRID`` on a stratified ``VALIDATION`` share of the training part, then the model is refitted
+on the whole training part: the test part is never used to choose anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.preprocessing import StandardScaler
+
+from rnnembed.errors import RnnembedError
+from rnnembed.evaluation import bow
+from rnnembed.evaluation.files import choose_split, data_root, read_lines, require
+
+Encode = Callable[[list[str]], np.ndarray]
+
+CV_FILES = {
+    "mr": "rt-polarity.all",
+    "cr": "custrev.all",
+    "subj": "subj.all",
+    "mpqa": "mpqa.all",
+}
+SPLIT_FILES = {
+    "trec": {"train": "TREC.train.all", "test": "TREC.test.all"},
+    "sst2": {
+        "train": "stsa.binary.train",
+        "dev": "stsa.binary.dev",
+        "test": "stsa.binary.test",
+    },
+}
+FOLDS = 10
+C_GRID = (0.1, 1.0, 10.0, 100.0, 1000.0)
+VALIDATION = 0.1
+MAX_ITER = 2000
+
+
+def read_labelled(path: Path) -> tuple[list[str], np.ndarray]:
+    """(sentences, integer labels) of a ``label sentence`` file; blank lines are skipped."""
+    texts, labels = [], []
+    for number, line in enumerate(read_lines(path), 1):
+        if not line.strip():
+            continue
+        label, _, text = line.strip().partition(" ")
+        try:
+            labels.append(int(label))
+        except ValueError:
+            raise RnnembedError(
+                f"{path}:{number}: expected 'label sentence' with an integer label, got "
+                f"{line[:40]!r}"
+            ) from None
+        texts.append(text)
+    if not texts:
+        raise RnnembedError(f"{path}: no labelled sentences; pass a SentEval 'label sentence' file")
+    return texts, np.array(labels)
+
+
+class Features:
+    """Per-mode features of a fixed list of texts, fitted on a training subset."""
+
+    def __init__(self, texts: list[str], encode: Encode | None, mode: str):
+        self.texts = texts
+        self.dense = encode(texts) if mode in ("dense", "hybrid") else None
+        self.bow = mode in ("bm25", "hybrid")
+
+    def split(self, train: np.ndarray, test: np.ndarray) -> tuple:
+        """(X_train, X_test), fitted on the ``train`` indices only."""
+        parts = []
+        if self.dense is not None:
+            scaler = StandardScaler().fit(self.dense[train])
+            scale = 1.0 / np.sqrt(self.dense.shape[1])
+            parts.append([scaler.transform(self.dense[i]) * scale for i in (train, test)])
+        if self.bow:
+            train_texts = [self.texts[i] for i in train]
+            tfidf = bow.vectorizer(train_texts).fit(train_texts)
+            parts.append([tfidf.transform([self.texts[j] for j in i]) for i in (train, test)])
+        if len(parts) == 1:
+            return tuple(parts[0])
+        return tuple(sp.hstack([p[k] for p in parts], format="csr") for k in (0, 1))
+
+
+def fit(x, y: np.ndarray, seed: int) -> tuple[LogisticRegression, float]:
+    """Logistic regression with C chosen on a stratified validation share of (x, y), refitted
+    on all of it; returns (model, C). Ties go to the smaller C."""
+    counts = np.unique(y, return_counts=True)[1]
+    if len(counts) < 2:
+        raise RnnembedError(
+            "the training data has a single class; give sentences of at least two classes"
+        )
+    inner, held = train_test_split(
+        np.arange(len(y)),
+        test_size=VALIDATION,
+        stratify=y if counts.min() >= 2 else None,
+        random_state=seed,
+    )
+    model = LogisticRegression(max_iter=MAX_ITER, warm_start=True)
+    best, best_c = -1.0, C_GRID[0]
+    for c in C_GRID:
+        accuracy = model.set_params(C=c).fit(x[inner], y[inner]).score(x[held], y[held])
+        if accuracy > best:
+            best, best_c = accuracy, c
+    return LogisticRegression(C=best_c, max_iter=MAX_ITER).fit(x, y), best_c
+
+
+def cross_validate(
+    texts: list[str], labels: np.ndarray, encode: Encode | None, mode: str, seed: int = 0
+) -> dict:
+    """Mean accuracy (%) over ``FOLDS`` stratified folds."""
+    if np.unique(labels, return_counts=True)[1].max() < FOLDS:
+        raise RnnembedError(
+            f"{FOLDS}-fold cross-validation needs at least {FOLDS} sentences of some class; "
+            "give a larger labelled file"
+        )
+    features = Features(texts, encode, mode)
+    folds = StratifiedKFold(FOLDS, shuffle=True, random_state=seed)
+    scores, chosen = [], []
+    for train, test in folds.split(np.zeros(len(labels)), labels):
+        x_train, x_test = features.split(train, test)
+        model, c = fit(x_train, labels[train], seed)
+        scores.append(100.0 * model.score(x_test, labels[test]))
+        chosen.append(c)
+    return {
+        "score": float(np.mean(scores)),
+        "std": float(np.std(scores)),
+        "n": len(labels),
+        "folds": FOLDS,
+        "C": chosen,
+    }
+
+
+def train_test(
+    train: tuple[list[str], np.ndarray],
+    test: tuple[list[str], np.ndarray],
+    encode: Encode | None,
+    mode: str,
+    seed: int = 0,
+) -> dict:
+    """Accuracy (%) on ``test`` of a classifier fitted on ``train``."""
+    features = Features(train[0] + test[0], encode, mode)
+    n = len(train[0])
+    x_train, x_test = features.split(np.arange(n), np.arange(n, n + len(test[0])))
+    model, c = fit(x_train, train[1], seed)
+    return {
+        "score": 100.0 * model.score(x_test, test[1]),
+        "n": len(test[0]),
+        "n_train": n,
+        "C": c,
+    }
+
+
+def run(
+    task: str,
+    encode: Encode | None,
+    mode: str,
+    data_dir: str | Path | None = None,
+    split: str | None = None,
+    file: str | Path | None = None,
+) -> dict:
+    """Score a classification task (``CV_FILES`` or ``SPLIT_FILES``) from SentEval's layout
+    under ``data_dir/senteval``, or from ``file`` for the cross-validated tasks."""
+    if task in CV_FILES:
+        if split is not None:
+            raise RnnembedError(
+                f"{task} is scored by {FOLDS}-fold cross-validation and has no splits; "
+                "leave out --split"
+            )
+        hint = f"pass --data-dir DIR holding senteval/{CV_FILES[task]}, or --file FILE"
+        if file is not None:
+            path = require(Path(file), task, hint)
+        else:
+            wanted = f"senteval/{CV_FILES[task]}"
+            path = require(data_root(data_dir, task, wanted) / wanted, task, hint)
+        return {
+            "split": None,
+            "file": str(path),
+            **cross_validate(*read_labelled(path), encode, mode),
+        }
+    if file is not None:
+        raise RnnembedError(
+            f"{task} reads its train and test files from SentEval's layout; pass --data-dir "
+            f"DIR holding senteval/{SPLIT_FILES[task]['train']}, not --file"
+        )
+    names = SPLIT_FILES[task]
+    folder = data_root(data_dir, task, f"senteval/{names['train']}") / "senteval"
+    paths = {name: folder / file_name for name, file_name in names.items()}
+    test_splits = {name: path for name, path in paths.items() if name != "train"}
+    chosen, test_path = choose_split(task, test_splits, split, tuple(test_splits)[::-1])
+    train_path = require(
+        paths["train"], task, f"pass --data-dir DIR holding senteval/{names['train']}"
+    )
+    result = train_test(read_labelled(train_path), read_labelled(test_path), encode, mode)
+    return {"split": chosen, "file": str(test_path), **result}

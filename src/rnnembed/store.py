@@ -1,0 +1,565 @@
+"""VectorStore: texts, their embeddings and BM25 full text in one Milvus collection.
+
+A URI ending in ``.db`` opens a Milvus Lite 3 database (a folder) inside this process;
+``http(s)://host:19530`` (with ``token``) reaches a Milvus server or cluster. Only the client's
+constructor differs between the two; everything after it is the same code.
+
+A row holds ``id`` (sha256 of source and text, so adding the same text from the same place
+again stores nothing new), ``text`` (analysed for BM25), ``source``, ``metadata`` (a JSON
+object), ``vector`` (the model's unit-length embedding: HNSW index, inner product) and
+``sparse`` (BM25 term weights that Milvus computes from ``text``). The collection's properties
+record the model's fingerprint, the pooling, the dimension and the analyzer; opening the
+collection with another model, pooling or dimension raises :class:`RnnembedError`.
+
+Texts longer than 65,535 UTF-8 bytes (Milvus's VARCHAR limit) are stored cut to that length,
+with a logged warning: their id and vector cover the whole text, BM25 and ``Hit.text`` only the
+stored part. Sources are cut the same way at 4,096 bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from pymilvus import (
+    AnnSearchRequest,
+    DataType,
+    Function,
+    FunctionType,
+    MilvusClient,
+    MilvusException,
+    RRFRanker,
+)
+from pymilvus.milvus_client.index import IndexParam
+
+from rnnembed.errors import RnnembedError
+
+log = logging.getLogger(__name__)
+# Every Milvus error reaches the caller as an RnnembedError carrying Milvus's message; without
+# this, pymilvus would also log each one, traceback included, on stderr. (Set after importing
+# pymilvus, whose logging setup resets its child loggers.)
+logging.getLogger("pymilvus.decorators").setLevel(logging.CRITICAL)
+
+DEFAULT_URI = "./rnnembed.db"
+MODES = ("dense", "bm25", "hybrid")
+ANALYZERS = {
+    "standard": {"type": "standard"},  # words, lowercased
+    "chinese": {"tokenizer": "jieba", "filter": ["cnalphanumonly"]},  # jieba word segmentation
+}
+ID_LENGTH = 32  # hex digits of sha256 kept: 128 bits
+MAX_TEXT_BYTES = 65_535
+MAX_SOURCE_BYTES = 4_096
+MAX_K = 16_384  # Milvus's top-k limit
+# HNSW on unit vectors with inner product (= cosine), chosen with benchmarks/search_speed.py on
+# 100k random 256-d unit vectors (the hardest case for a graph index): recall@10 0.946 at
+# ef 1024, 0.983 at ef 1536, 0.993 at ef 2048; the index's own p99 10, 14 and 16 ms.
+HNSW_BUILD = {"M": 32, "efConstruction": 128}
+HNSW_EF = 1536
+HYBRID_CANDIDATES = 50  # hits each of dense and BM25 hand to the fusion
+RRF_K = 60
+BATCH = 512  # texts embedded and rows inserted at a time
+ID_BATCH = 1_000  # ids looked up at a time
+OUTPUT_FIELDS = ["text", "source", "metadata"]
+PROPERTY = "rnnembed."
+
+
+class EmbeddingModel(Protocol):
+    """What a store needs of a model (``LanguageModel`` has it)."""
+
+    def encode(self, texts: Sequence[str], pooling: str = ...) -> np.ndarray: ...
+    def dim(self, pooling: str = ...) -> int: ...
+    def fingerprint(self, pooling: str = ...) -> str: ...
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result; ``score`` is higher for better matches (cosine for dense, the BM25
+    score for bm25, the fused reciprocal-rank score for hybrid)."""
+
+    id: str
+    text: str
+    score: float
+    source: str
+    metadata: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def row_id(text: str, source: str = "") -> str:
+    """The id a text from ``source`` gets: the same text and source always give the same id."""
+    return hashlib.sha256(f"{source}\0{text}".encode()).hexdigest()[:ID_LENGTH]
+
+
+class VectorStore:
+    """A Milvus collection of texts bound to one model and pooling.
+
+    ``VectorStore("search.db", model=lm)`` opens (or creates) a Milvus Lite database;
+    ``VectorStore("http://host:19530", model=lm, token=...)`` a server's collection.
+    ``analyzer`` ("standard" or "chinese", i.e. jieba) applies to a new collection; ``None``
+    takes the collection's own (standard for a new one). With ``create=False`` a missing
+    database or collection is an error. Close the store (or use it in a ``with`` block): the last
+    store on a Milvus Lite path also stops that database's server.
+    """
+
+    def __init__(
+        self,
+        uri: str | Path = DEFAULT_URI,
+        *,
+        model: EmbeddingModel,
+        collection: str = "default",
+        pooling: str = "mean",
+        analyzer: str | None = None,
+        token: str = "",
+        create: bool = True,
+    ):
+        if analyzer is not None and analyzer not in ANALYZERS:
+            raise RnnembedError(
+                f"unknown analyzer {analyzer!r}; choose one of {', '.join(ANALYZERS)}"
+            )
+        self.uri, self.model, self.collection, self.pooling = str(uri), model, collection, pooling
+        self.dim = model.dim(pooling)
+        self.fingerprint = model.fingerprint(pooling)
+        self.client, self._lite_path = _connect(self.uri, token, create)
+        try:
+            self.analyzer = self._open(analyzer, create)
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> VectorStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Let go of the connection (and of the Milvus Lite server, if this was its last user)."""
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self._lite_path is not None:
+            _release_lite(self._lite_path)
+            self._lite_path = None
+
+    # -- the collection ------------------------------------------------------------------------
+
+    def _open(self, analyzer: str | None, create: bool) -> str:
+        with _milvus("open the collection"):
+            exists = self.client.has_collection(self.collection)
+        if exists:
+            analyzer = self._check(analyzer)
+            with _milvus("load the collection"):
+                self.client.load_collection(self.collection)
+            return analyzer
+        if not create:
+            with _milvus("list the collections"):
+                names = ", ".join(self.client.list_collections()) or "none"
+            raise RnnembedError(
+                f"{self.uri} has no collection {self.collection!r} (it has: {names}); index "
+                "files into it first (rnnembed index), or pass the right --collection"
+            )
+        analyzer = analyzer or "standard"
+        self._create(analyzer)
+        return analyzer
+
+    def _check(self, analyzer: str | None) -> str:
+        """The collection's analyzer, once its model, pooling and dimension match ours."""
+        with _milvus("describe the collection"):
+            info = self.client.describe_collection(self.collection)
+        props = info.get("properties") or {}
+        dims = [int(f["params"]["dim"]) for f in info["fields"] if f["name"] == "vector"]
+        where = f"collection {self.collection!r} in {self.uri}"
+        if PROPERTY + "fingerprint" not in props or not dims:
+            raise RnnembedError(f"{where} was not made by rnnembed; pass another --collection")
+        built = props.get(PROPERTY + "pooling", "?")
+        remedy = (
+            f"use the model and pooling that built it (pooling {built!r}), pass another "
+            "--collection, or rebuild the index (delete the database or drop the collection, "
+            "then index again)"
+        )
+        if dims[0] != self.dim:
+            raise RnnembedError(
+                f"{where} holds {dims[0]}-dimensional vectors, but this model with pooling "
+                f"{self.pooling!r} gives {self.dim}-dimensional ones; {remedy}"
+            )
+        if props[PROPERTY + "fingerprint"] != self.fingerprint:
+            raise RnnembedError(
+                f"{where} was built by another model or pooling (this is pooling "
+                f"{self.pooling!r}); {remedy}"
+            )
+        stored = props.get(PROPERTY + "analyzer", "standard")
+        if analyzer not in (None, stored):
+            raise RnnembedError(
+                f"{where} uses the {stored!r} analyzer, not {analyzer!r}; leave the analyzer "
+                "out, or index into another --collection"
+            )
+        return stored
+
+    def _create(self, analyzer: str) -> None:
+        schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=ID_LENGTH)
+        schema.add_field(
+            "text",
+            DataType.VARCHAR,
+            max_length=MAX_TEXT_BYTES,
+            enable_analyzer=True,
+            analyzer_params=ANALYZERS[analyzer],
+        )
+        schema.add_field("source", DataType.VARCHAR, max_length=MAX_SOURCE_BYTES)
+        schema.add_field("metadata", DataType.JSON)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
+        schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+        schema.add_function(
+            Function(
+                name="text_bm25",
+                function_type=FunctionType.BM25,
+                input_field_names=["text"],
+                output_field_names=["sparse"],
+            )
+        )
+        index = self.client.prepare_index_params()
+        index.append(_NestedParamsIndex("vector", "HNSW", "IP", HNSW_BUILD))
+        index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+        properties = {
+            "fingerprint": self.fingerprint,
+            "pooling": self.pooling,
+            "dim": str(self.dim),
+            "analyzer": analyzer,
+        }
+        with _milvus("create the collection"):
+            self.client.create_collection(
+                self.collection,
+                schema=schema,
+                consistency_level="Strong",  # a row is searchable as soon as add returns
+                properties={PROPERTY + k: v for k, v in properties.items()},
+            )
+            # sync=False: an empty collection's index has nothing to wait for (and waiting
+            # polls every 0.5 s, with a call Milvus Lite does not implement).
+            self.client.create_index(self.collection, index, sync=False)
+            self.client.load_collection(self.collection)
+        log.info("created collection %r in %s", self.collection, self.uri)
+
+    # -- rows ----------------------------------------------------------------------------------
+
+    def add(
+        self,
+        texts: Sequence[str],
+        sources: Sequence[str] | None = None,
+        metadata: Sequence[dict] | None = None,
+    ) -> list[str]:
+        """Store texts (with their sources and metadata objects); return their ids, in order.
+
+        Idempotent: texts whose id (from text and source) is already stored are neither
+        embedded nor inserted again, and their ids are returned like the others.
+        """
+        if isinstance(texts, str):
+            raise RnnembedError("add takes a list of texts; wrap a single text in a list")
+        texts = list(texts)
+        sources = [""] * len(texts) if sources is None else list(sources)
+        metadata = [{}] * len(texts) if metadata is None else list(metadata)
+        if not len(texts) == len(sources) == len(metadata):
+            raise RnnembedError(
+                f"{len(texts)} texts but {len(sources)} sources and {len(metadata)} metadata; "
+                "give one of each per text"
+            )
+        for i, (text, meta) in enumerate(zip(texts, metadata, strict=True)):
+            if not isinstance(text, str) or not text.strip():
+                raise RnnembedError(f"text {i} is empty or not a string; give non-empty texts")
+            if not isinstance(meta, dict):
+                raise RnnembedError(f"metadata {i} is not a dict; give a JSON object per text")
+        ids = [row_id(text, source) for text, source in zip(texts, sources, strict=True)]
+        chosen, seen = [], self._existing(ids)  # each new id once, at its first position
+        for i, id_ in enumerate(ids):
+            if id_ not in seen:
+                seen.add(id_)
+                chosen.append(i)
+        for start in range(0, len(chosen), BATCH):
+            part = chosen[start : start + BATCH]
+            vectors = self.model.encode([texts[i] for i in part], pooling=self.pooling)
+            self._insert(
+                [ids[i] for i in part],
+                [texts[i] for i in part],
+                [sources[i] for i in part],
+                [metadata[i] for i in part],
+                vectors,
+            )
+        return ids
+
+    def _insert(
+        self,
+        ids: list[str],
+        texts: list[str],
+        sources: list[str],
+        metadata: list[dict],
+        vectors: np.ndarray,
+    ) -> None:
+        """Insert rows with precomputed vectors (unit length, ``self.dim`` wide) as they are."""
+        stored = [_cut(text, MAX_TEXT_BYTES) for text in texts]
+        cut = sum(len(a) != len(b) for a, b in zip(stored, texts, strict=True))
+        if cut:
+            log.warning(
+                "%d text(s) longer than %d UTF-8 bytes stored cut to that length (their "
+                "vectors cover the whole text); a finer --chunk avoids this",
+                cut,
+                MAX_TEXT_BYTES,
+            )
+        rows = [
+            {
+                "id": id_,
+                "text": text,
+                "source": _cut(source, MAX_SOURCE_BYTES),
+                "metadata": meta,
+                "vector": vector,
+            }
+            for id_, text, source, meta, vector in zip(
+                ids, stored, sources, metadata, vectors, strict=True
+            )
+        ]
+        with _milvus("insert rows"):
+            self.client.insert(self.collection, rows)
+
+    def _existing(self, ids: Sequence[str]) -> set[str]:
+        unique = list(dict.fromkeys(ids))
+        found: set[str] = set()
+        for start in range(0, len(unique), ID_BATCH):
+            with _milvus("look up ids"):
+                rows = self.client.query(
+                    self.collection, ids=unique[start : start + ID_BATCH], output_fields=["id"]
+                )
+            found.update(row["id"] for row in rows)
+        return found
+
+    def count(self) -> int:
+        """How many rows the collection holds."""
+        with _milvus("count rows"):
+            rows = self.client.query(self.collection, filter="", output_fields=["count(*)"])
+        return int(rows[0]["count(*)"])
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Delete the rows with these ids; return how many there were."""
+        if isinstance(ids, str):
+            ids = [ids]
+        present = self._existing(list(ids))
+        if present:
+            with _milvus("delete rows"):
+                self.client.delete(self.collection, ids=sorted(present))
+        return len(present)
+
+    # -- search --------------------------------------------------------------------------------
+
+    def search(
+        self,
+        query: str | Sequence[str],
+        k: int = 10,
+        mode: str = "dense",
+        filter: str | None = None,
+    ) -> list[Hit] | list[list[Hit]]:
+        """The ``k`` best hits for a query (a list of hits), or for each of a list of queries.
+
+        ``mode``: ``dense`` (embeddings, cosine), ``bm25`` (Milvus's full-text BM25 on the
+        stored text) or ``hybrid`` (both, fused by reciprocal rank). ``filter`` is a Milvus
+        boolean expression, e.g. ``source like "docs/%"`` or ``metadata["lang"] == "en"``.
+        """
+        if mode not in MODES:
+            raise RnnembedError(f"unknown search mode {mode!r}; choose one of {', '.join(MODES)}")
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+            raise RnnembedError(f"k must be a whole number from 1 to {MAX_K}, not {k!r}")
+        single = isinstance(query, str)
+        queries = [query] if single else list(query)
+        if not all(isinstance(q, str) and q.strip() for q in queries):
+            raise RnnembedError("empty query: give some text to search for")
+        if not queries:
+            return []
+        if mode == "dense":
+            hits = self._search_vectors(self.model.encode(queries, pooling=self.pooling), k, filter)
+        elif mode == "bm25":
+            hits = self._search_bm25(queries, k, filter)
+        else:
+            hits = self._search_hybrid(queries, k, filter)
+        return hits[0] if single else hits
+
+    def _search_vectors(
+        self, vectors: np.ndarray, k: int, filter: str | None = None
+    ) -> list[list[Hit]]:
+        """Dense search with precomputed query vectors."""
+        with _milvus("search", filter):
+            raw = self.client.search(
+                self.collection,
+                data=list(vectors),
+                anns_field="vector",
+                filter=filter or "",
+                limit=k,
+                output_fields=OUTPUT_FIELDS,
+                search_params={"metric_type": "IP", "params": {"ef": max(HNSW_EF, k)}},
+            )
+        return [[_hit(h, float(h["distance"])) for h in hits] for hits in raw]
+
+    def _search_bm25(self, queries: list[str], k: int, filter: str | None) -> list[list[Hit]]:
+        with _milvus("search", filter):
+            raw = self.client.search(
+                self.collection,
+                data=queries,
+                anns_field="sparse",
+                filter=filter or "",
+                limit=k,
+                output_fields=OUTPUT_FIELDS,
+                search_params={"metric_type": "BM25"},
+            )
+        # Milvus Lite gives BM25 scores as negative distances, a server as positive scores.
+        return [[_hit(h, abs(float(h["distance"]))) for h in hits] for hits in raw]
+
+    def _search_hybrid(self, queries: list[str], k: int, filter: str | None) -> list[list[Hit]]:
+        vectors = self.model.encode(queries, pooling=self.pooling)
+        depth = max(k, HYBRID_CANDIDATES)
+        requests = [
+            AnnSearchRequest(
+                list(vectors),
+                "vector",
+                {"metric_type": "IP", "params": {"ef": max(HNSW_EF, depth)}},
+                depth,
+                expr=filter or None,
+            ),
+            AnnSearchRequest(
+                queries, "sparse", {"metric_type": "BM25"}, depth, expr=filter or None
+            ),
+        ]
+        with _milvus("search", filter):
+            raw = self.client.hybrid_search(
+                self.collection,
+                requests,
+                RRFRanker(RRF_K),
+                limit=k,
+                output_fields=OUTPUT_FIELDS,
+            )
+        return [[_hit(h, float(h["distance"])) for h in hits] for hits in raw]
+
+
+class _NestedParamsIndex(IndexParam):
+    """An index whose build parameters travel nested under "params", the form Milvus servers
+    also accept and the only one Milvus Lite 3 reads: pymilvus 3 sends them flat, and Lite
+    would silently build with its defaults (HNSW M=16, efConstruction=200) instead."""
+
+    def __init__(self, field: str, index_type: str, metric: str, params: dict):
+        super().__init__(field, index_type, "", metric_type=metric)
+        self.build_params = params
+
+    def get_index_configs(self) -> dict:
+        return {**super().get_index_configs(), "params": self.build_params}
+
+
+def _hit(raw: dict, score: float) -> Hit:
+    entity = raw.get("entity") or {}
+    return Hit(
+        id=raw["id"],
+        text=entity.get("text", ""),
+        score=score,
+        source=entity.get("source", ""),
+        metadata=entity.get("metadata") or {},
+    )
+
+
+def _cut(text: str, max_bytes: int) -> str:
+    """``text`` cut to at most ``max_bytes`` UTF-8 bytes, at a character boundary."""
+    data = text.encode()
+    return text if len(data) <= max_bytes else data[:max_bytes].decode(errors="ignore")
+
+
+@contextmanager
+def _milvus(action: str, filter: str | None = None) -> Iterator[None]:
+    """Turn a Milvus error into an RnnembedError that says what failed."""
+    try:
+        yield
+    except MilvusException as exc:
+        hint = f"; check the filter expression {filter!r}" if filter else ""
+        raise RnnembedError(f"Milvus could not {action}: {exc.message}{hint}") from exc
+
+
+# -- connections -------------------------------------------------------------------------------
+
+_lite_users: Counter[str] = Counter()  # open stores per Milvus Lite path
+_lite_lock = threading.Lock()
+
+
+def _connect(uri: str, token: str, create: bool) -> tuple[MilvusClient, str | None]:
+    """A client for ``uri``, and the Milvus Lite path it holds (None for a server)."""
+    if not uri.endswith(".db"):
+        if not uri.startswith(("http://", "https://", "tcp://", "unix:")):
+            raise RnnembedError(
+                f"{uri!r} is neither a Milvus Lite database path ending in .db nor a server "
+                "URI like http://localhost:19530; pass one of those"
+            )
+        try:
+            return MilvusClient(uri=uri, token=token), None
+        except MilvusException as exc:
+            raise RnnembedError(
+                f"cannot reach Milvus at {uri} ({exc.message}); check the URI and the token, "
+                "and that the server is running"
+            ) from None
+    path = Path(uri).expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise RnnembedError(
+            f"{uri} is a file, not a Milvus Lite 3 database (those are folders; 2.x files cannot "
+            "be opened): pass another --db path, or move the file away and index again"
+        )
+    if not create and not path.exists():
+        raise RnnembedError(f"{uri}: no such database; build one with `rnnembed index`")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RnnembedError(
+            f"cannot create the folder for {uri} ({exc.strerror}); pass another --db path"
+        ) from None
+    with _lite_lock, _logged_errors("milvus_lite") as reasons:
+        try:
+            client = MilvusClient(uri=str(path))
+        except MilvusException as exc:
+            reason = "; ".join(reasons) or exc.message
+            raise RnnembedError(
+                f"cannot open the Milvus Lite database {uri} ({reason}); if another process "
+                "has it open, stop that process or pass another --db path"
+            ) from None
+        _lite_users[str(path)] += 1
+    return client, str(path)
+
+
+def _release_lite(path: str) -> None:
+    with _lite_lock:
+        _lite_users[path] -= 1
+        if _lite_users[path] > 0:
+            return
+        del _lite_users[path]
+        from milvus_lite.server_manager import server_manager_instance
+
+        server_manager_instance.release_server(path)
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.reasons: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        exc = record.exc_info[1] if record.exc_info else None
+        self.reasons.append(str(exc) if exc else record.getMessage())
+
+
+@contextmanager
+def _logged_errors(name: str) -> Iterator[list[str]]:
+    """Collect the errors logger ``name`` logs meanwhile, instead of printing them."""
+    logger, handler = logging.getLogger(name), _Collect()
+    propagate, logger.propagate = logger.propagate, False
+    logger.addHandler(handler)
+    try:
+        yield handler.reasons
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate

@@ -1,0 +1,371 @@
+import json
+import math
+
+import numpy as np
+import pytest
+
+from conftest import shared_file
+from rnnembed import RnnembedError
+from rnnembed.cli import main
+from rnnembed.evaluation import evaluate
+from rnnembed.evaluation.baselines import Doc2VecBaseline, Word2VecBaseline, train_baseline
+from rnnembed.evaluation.bow import is_cjk, vectorizer, words
+from rnnembed.evaluation.retrieval import ndcg_at, recall_at, score
+from rnnembed.evaluation.senteval import read_labelled
+from rnnembed.evaluation.sts import read_stsb, similarities
+from rnnembed.language_model import LanguageModel
+
+TINY = {"layers": 1, "hidden": 32, "batch_size": 8, "bptt": 16, "lr": 1e-2, "epochs": 0.5}
+GOOD = ["great", "wonderful", "superb", "lovely", "brilliant"]
+BAD = ["awful", "terrible", "boring", "dull", "clumsy"]
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory, small_corpus):
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    return LanguageModel.train([small_corpus[0]], out, tokenizer="bpe", vocab_size=300, **TINY)
+
+
+def polarity_lines(n: int = 20, offset: int = 0) -> list[str]:
+    """``label sentence`` lines: class 1 uses GOOD words, class 0 BAD words."""
+    lines = []
+    for i in range(offset, offset + n):
+        lines.append(f"1 the film was {GOOD[i % 5]} and {GOOD[(i + 2) % 5]} .")
+        lines.append(f"0 the film was {BAD[i % 5]} and {BAD[(i + 3) % 5]} .")
+    return lines
+
+
+def question_lines(n: int, offset: int = 0) -> list[str]:
+    people, places = ["the king", "a poet", "the author"], ["paris", "the river", "rome"]
+    lines = []
+    for i in range(offset, offset + n):
+        lines.append(f"3 Who wrote the letter to {people[i % 3]} ?")
+        lines.append(f"4 Where is {places[i % 3]} located ?")
+        lines.append(f"5 How many people live near {places[(i + 1) % 3]} ?")
+    return lines
+
+
+def write(path, lines, encoding="utf-8"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(("\n".join(lines) + "\n").encode(encoding))
+    return path
+
+
+STS_PAIRS = [
+    ("a man is playing a guitar .", "a man is playing a guitar .", 5.0),
+    ("a man is playing a guitar .", "a man plays the guitar loudly .", 3.8),
+    ("a woman is slicing an onion .", "a woman is cutting an onion .", 4.2),
+    ("a dog runs in the park .", "a dog is running through a park .", 3.5),
+    ("a child is riding a horse .", "the stock market fell today .", 0.0),
+    ("two men are talking .", "a cat sleeps on the sofa .", 0.2),
+]
+
+
+def stsb_lines() -> list[str]:
+    lines = []
+    for i, (a, b, gold) in enumerate(STS_PAIRS):
+        extra = "\tsource\tlicence" if i % 2 else ""  # some STS-B lines have 9 columns
+        lines.append(f"main-captions\tMSRvid\t2012test\t{i:04d}\t{gold:.3f}\t{a}\t{b}{extra}")
+    return lines
+
+
+# -- metrics ---------------------------------------------------------------------------------
+
+
+def test_ndcg_and_recall_on_a_hand_checked_ranking():
+    relevance = {"a": 2, "b": 1, "c": 0}
+    ranking = ["x", "b", "a", "c"]
+    dcg = 1 / math.log2(3) + 2 / math.log2(4)
+    idcg = 2 / math.log2(2) + 1 / math.log2(3)
+    assert ndcg_at(ranking, relevance, 10) == pytest.approx(dcg / idcg)
+    assert ndcg_at(["a", "b"], relevance, 10) == pytest.approx(1.0)
+    assert ndcg_at(ranking, relevance, 1) == 0.0
+    assert recall_at(ranking, relevance, 100) == 1.0
+    assert recall_at(ranking, relevance, 2) == 0.5
+    assert recall_at(["c", "x"], relevance, 100) == 0.0
+
+
+def test_score_skips_unjudged_queries_and_drops_the_query_itself():
+    qrels = {"q1": {"d1": 1}, "q2": {"d2": 0}}
+    rankings = {"q1": ["q1", "d1"], "q2": ["d2"], "q3": ["d1"]}
+    result = score(rankings, qrels)
+    assert result == {"ndcg@10": 1.0, "recall@100": 1.0, "queries": 1}
+
+
+def test_spearman_of_tfidf_cosine_on_a_toy_case(tmp_path):
+    one = "red green blue gold"
+    pairs = [(one, one), (one, "red green pink grey"), (one, "cat dog cow hen")]
+    for gold, expected in (([5, 2, 0], 100.0), ([0, 2, 5], -100.0)):
+        lines = [f"{a}\t{b}\t{g}" for (a, b), g in zip(pairs, gold, strict=True)]
+        path = write(tmp_path / "pairs.tsv", lines)
+        assert evaluate(None, "pairs", file=path, mode="bm25")["score"] == pytest.approx(expected)
+
+
+def test_hybrid_similarity_is_the_mean_of_z_scored_cosines():
+    a, b, _ = zip(*STS_PAIRS, strict=True)
+    a, b = list(a), list(b)
+    rng = np.random.default_rng(0)
+    table = {t: v / np.linalg.norm(v) for t, v in zip(a + b, rng.normal(size=(12, 8)), strict=True)}
+
+    def encode(texts):
+        return np.stack([table[t] for t in texts]).astype(np.float32)
+
+    dense, sparse = (similarities(a, b, encode, m) for m in ("dense", "bm25"))
+    z = [(s - s.mean()) / s.std() for s in (dense, sparse)]
+    assert similarities(a, b, encode, "hybrid") == pytest.approx((z[0] + z[1]) / 2)
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+def test_cp1252_and_utf8_label_files_read_right(tmp_path):
+    path = tmp_path / "mixed.all"
+    path.write_bytes(
+        b"1 a caf\xe9 \x93gem\x94 \x85 really\n"  # cp1252: é, curly quotes, ellipsis
+        + "0 na\u00efve but utf-8 \u2019s fine\n".encode()
+        + b"\n"
+        + b"1 \xf0 in TREC\n"
+    )
+    texts, labels = read_labelled(path)
+    assert texts == ["a café “gem” … really", "naïve but utf-8 ’s fine", "ð in TREC"]
+    assert labels.tolist() == [1, 0, 1]
+
+
+def test_stsb_reader_keeps_the_first_seven_columns(tmp_path):
+    a, b, gold = read_stsb(write(tmp_path / "sts-dev.csv", stsb_lines()))
+    assert len(a) == len(STS_PAIRS) and b[1] == "a man plays the guitar loudly ."
+    assert gold.tolist() == [g for _, _, g in STS_PAIRS]
+
+
+def test_chinese_text_gets_character_ngrams():
+    zh = ["一个男人在弹吉他。", "一个女人在切洋葱。"]
+    assert is_cjk(zh) and not is_cjk(["a man plays the guitar"])
+    assert vectorizer(zh).analyzer == "char" and vectorizer(["a b"]).analyzer == "word"
+    assert words("A cat's 吉他, ok") == ["a", "cat's", "吉", "他", ",", "ok"]
+
+
+# -- tasks -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
+def test_cross_validated_classification(tmp_path, lm, mode):
+    write(tmp_path / "senteval" / "rt-polarity.all", polarity_lines())
+    result = evaluate(lm, "mr", data_dir=tmp_path, mode=mode)
+    assert result["task"] == "mr" and result["mode"] == mode
+    assert result["folds"] == 10 and result["n"] == 40 and len(result["C"]) == 10
+    assert 0 <= result["score"] <= 100
+    if mode != "dense":
+        assert result["score"] == 100.0  # the two classes share no sentiment word
+
+
+def test_fixed_split_classification_in_each_mode(tmp_path, lm):
+    write(tmp_path / "senteval" / "TREC.train.all", question_lines(10))
+    write(tmp_path / "senteval" / "TREC.test.all", question_lines(3, offset=10))
+    for mode in ("dense", "bm25", "hybrid"):
+        result = evaluate(lm, "trec", data_dir=tmp_path, mode=mode)
+        assert result["split"] == "test" and result["n"] == 9 and result["n_train"] == 30
+        assert result["score"] >= (0 if mode == "dense" else 100.0)
+
+
+def test_sst2_scores_test_by_default_and_falls_back_to_dev(tmp_path):
+    folder = tmp_path / "senteval"
+    write(folder / "stsa.binary.train", polarity_lines(15))
+    write(folder / "stsa.binary.dev", polarity_lines(3, offset=15))
+    assert evaluate(None, "sst2", data_dir=tmp_path, mode="bm25")["split"] == "dev"
+    write(folder / "stsa.binary.test", polarity_lines(4, offset=20))
+    result = evaluate(None, "sst2", data_dir=tmp_path, mode="bm25")
+    assert result["split"] == "test" and result["n"] == 8
+    assert evaluate(None, "sst2", data_dir=tmp_path, split="dev", mode="bm25")["n"] == 6
+
+
+@pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
+def test_sts_tasks_in_each_mode(tmp_path, lm, mode):
+    write(tmp_path / "stsb" / "sts-dev.csv", stsb_lines())
+    sick = ["pair_ID\tsentence_A\tsentence_B\trelatedness_score\tentailment_judgment"]
+    sick += [f"{i}\t{a}\t{b}\t{g}\tNEUTRAL" for i, (a, b, g) in enumerate(STS_PAIRS)]
+    write(tmp_path / "sick" / "SICK_test_annotated.txt", sick)
+    zh = write(
+        tmp_path / "zh.tsv",
+        [
+            "一个男人在弹吉他。\t一个男人在弹吉他。\t5",
+            "一个女人在切洋葱。\t一个女人在切菜。\t3",
+            "一只狗在公园里跑。\t股市今天下跌了。\t0",
+            "孩子在骑马。\t一个小孩在骑马。\t4",
+        ],
+    )
+    stsb = evaluate(lm, "stsb", data_dir=tmp_path, mode=mode)
+    assert stsb["split"] == "dev" and stsb["n"] == len(STS_PAIRS)  # no test file: dev
+    sickr = evaluate(lm, "sickr", data_dir=tmp_path, mode=mode)
+    assert sickr["split"] == "test" and sickr["n"] == len(STS_PAIRS)
+    pairs = evaluate(lm, "pairs", file=zh, mode=mode)
+    assert pairs["n"] == 4
+    for result in (stsb, sickr, pairs):
+        assert -100 <= result["score"] <= 100
+    if mode == "bm25":
+        assert stsb["score"] > 80 and pairs["score"] > 70
+
+
+def beir_folder(folder):
+    """A four-document BEIR folder with two judged queries, qrels for the train split only."""
+    docs = {
+        "d1": ("Guitars", "a man is playing a guitar on the stage"),
+        "d2": ("Onions", "a woman is slicing an onion in the kitchen"),
+        "d3": ("Markets", "the stock market fell sharply today"),
+        "d4": ("Dogs", "a dog runs through the park chasing a ball"),
+        "d5": ("", ""),
+    }
+    corpus = [json.dumps({"_id": k, "title": t, "text": x}) for k, (t, x) in docs.items()]
+    write(folder / "corpus.jsonl", corpus)
+    queries = {"q1": "who is playing a guitar", "q2": "stock market fell", "q3": "unjudged"}
+    write(folder / "queries.jsonl", [json.dumps({"_id": k, "text": v}) for k, v in queries.items()])
+    qrels = ["query-id\tcorpus-id\tscore", "q1\td1\t1", "q2\td3\t2", "q2\td4\t0"]
+    write(folder / "qrels" / "train.tsv", qrels)
+    return folder
+
+
+@pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
+def test_beir_retrieval_through_the_vector_store(tmp_path, lm, mode):
+    pytest.importorskip("rnnembed.store", reason="rnnembed.store (the VectorStore) is absent")
+    model = None if mode == "bm25" else lm  # BM25 needs no model
+    result = evaluate(model, "beir", data_dir=beir_folder(tmp_path), mode=mode)
+    assert result["split"] == "train" and result["queries"] == 2 and result["documents"] == 4
+    assert result["score"] == result["ndcg@10"] and 0 <= result["score"] <= 1
+    assert result["recall@100"] == 1.0  # four documents: every one is retrieved
+    if mode == "bm25":
+        assert result["score"] == 1.0
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+def test_unknown_task_mode_or_split_and_missing_files_say_what_to_pass(tmp_path, monkeypatch):
+    monkeypatch.delenv("RNNEMBED_DATA_DIR", raising=False)
+    with pytest.raises(RnnembedError, match="unknown task 'nope'; choose one of mr"):
+        evaluate(None, "nope", mode="bm25")
+    with pytest.raises(RnnembedError, match="unknown mode"):
+        evaluate(None, "mr", mode="tfidf")
+    with pytest.raises(RnnembedError, match="needs an encoder"):
+        evaluate(None, "mr", data_dir=tmp_path)
+    with pytest.raises(RnnembedError, match="--data-dir DIR"):
+        evaluate(None, "mr", mode="bm25")
+    with pytest.raises(RnnembedError, match="rt-polarity.all is absent; pass --data-dir"):
+        evaluate(None, "mr", data_dir=tmp_path, mode="bm25")
+    with pytest.raises(RnnembedError, match="found none of .*sts-test.csv or .*sts-dev.csv"):
+        evaluate(None, "stsb", data_dir=tmp_path, mode="bm25")
+    write(tmp_path / "stsb" / "sts-dev.csv", stsb_lines())
+    with pytest.raises(RnnembedError, match="unknown split 'valid'; choose one of train, dev"):
+        evaluate(None, "stsb", data_dir=tmp_path, split="valid", mode="bm25")
+    with pytest.raises(RnnembedError, match="sts-test.csv is absent"):
+        evaluate(None, "stsb", data_dir=tmp_path, split="test", mode="bm25")
+    with pytest.raises(RnnembedError, match="no splits; leave out --split"):
+        evaluate(None, "mr", data_dir=tmp_path, split="test", mode="bm25")
+    with pytest.raises(RnnembedError, match="corpus.jsonl is absent; pass --data-dir"):
+        evaluate(None, "beir", data_dir=tmp_path, mode="bm25")
+    small = write(tmp_path / "small.all", polarity_lines(4))
+    with pytest.raises(RnnembedError, match="needs at least 10 sentences of some class"):
+        evaluate(None, "mr", file=small, mode="bm25")
+    bad = write(tmp_path / "bad.tsv", ["only one column"])
+    with pytest.raises(RnnembedError, match=r"bad.tsv:1: expected 's1<TAB>s2<TAB>score'"):
+        evaluate(None, "pairs", file=bad, mode="bm25")
+
+
+# -- baselines -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", [Word2VecBaseline, Doc2VecBaseline])
+def test_baselines_encode_like_a_model_and_run_every_task_kind(tmp_path, small_corpus, kind):
+    baseline = kind.train([small_corpus[0]], seconds=0.5, dim=16, min_count=1)
+    assert baseline.epochs >= 1
+    x = baseline.encode(["the for statement", "", "the for statement"])
+    assert x.shape == (3, 16) and x.dtype == np.float32 and baseline.dim() == 16
+    assert np.linalg.norm(x[0]) == pytest.approx(1.0, abs=1e-5)
+    assert np.array_equal(x[0], x[2]) and len(baseline.fingerprint()) == 64
+    write(tmp_path / "stsb" / "sts-dev.csv", stsb_lines())
+    write(tmp_path / "senteval" / "rt-polarity.all", polarity_lines())
+    assert "score" in evaluate(baseline, "stsb", data_dir=tmp_path)
+    assert "score" in evaluate(baseline, "mr", data_dir=tmp_path, mode="hybrid")
+    pytest.importorskip("rnnembed.store", reason="rnnembed.store (the VectorStore) is absent")
+    assert "score" in evaluate(baseline, "beir", file=beir_folder(tmp_path / "beir"))
+
+
+def test_unknown_baseline_or_no_corpus_is_a_clear_error(small_corpus):
+    with pytest.raises(RnnembedError, match="unknown baseline 'tfidf'.*--mode bm25"):
+        train_baseline("tfidf", [small_corpus[0]], 1)
+    with pytest.raises(RnnembedError, match="--baseline-corpus"):
+        train_baseline("word2vec", [], 1)
+
+
+# -- command line ----------------------------------------------------------------------------
+
+
+def run_cli(capsys, *argv):
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(argv))
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+def test_cli_evaluates_a_model_a_baseline_and_bag_of_words(tmp_path, lm, small_corpus, capsys):
+    lm.save(tmp_path / "model")
+    file = write(tmp_path / "pairs.tsv", [f"{a}\t{b}\t{g}" for a, b, g in STS_PAIRS])
+    code, out, _ = run_cli(
+        capsys,
+        "evaluate",
+        str(tmp_path / "model"),
+        "--task",
+        "pairs",
+        "--file",
+        str(file),
+        "--pooling",
+        "last",
+        "--json",
+    )
+    assert code in (0, None)
+    result = json.loads(out)
+    assert result["task"] == "pairs" and result["mode"] == "dense" and "score" in result
+    code, out, _ = run_cli(
+        capsys,
+        "evaluate",
+        "--task",
+        "pairs",
+        "--file",
+        str(file),
+        "--baseline",
+        "word2vec",
+        "--baseline-corpus",
+        str(small_corpus[0]),
+        "--baseline-seconds",
+        "0.5",
+        "--json",
+    )
+    assert json.loads(out)["model"] == "word2vec"
+    code, out, _ = run_cli(
+        capsys, "evaluate", "--task", "pairs", "--file", str(file), "--mode", "bm25", "--json"
+    )
+    assert json.loads(out)["model"] == "bag of words"
+    code, _, err = run_cli(
+        capsys, "evaluate", "--task", "pairs", "--file", str(tmp_path / "no"), "--mode", "bm25"
+    )
+    assert code == 1 and "is absent" in err and "Traceback" not in err
+
+
+# -- the real data sets (skipped without RNNEMBED_DATA_DIR) ------------------------------------
+
+
+def test_real_senteval_files_decode_as_cp1252():
+    texts, labels = read_labelled(shared_file("senteval/rt-polarity.all"))
+    assert len(texts) == 10662 and labels.sum() == 5331
+    assert any("…" in t for t in texts) and any("é" in t for t in texts)
+    texts, _ = read_labelled(shared_file("senteval/TREC.train.all"))
+    assert len(texts) == 5452 and any("ð" in t for t in texts)
+
+
+def test_real_bag_of_words_references():
+    root = shared_file("stsb/sts-dev.csv").parents[1]
+    assert evaluate(None, "stsb", data_dir=root, split="dev", mode="bm25")["score"] == (
+        pytest.approx(75.7, abs=0.3)
+    )
+    shared_file("zh/sts/STS-B.valid.data")
+    assert evaluate(None, "pairs", data_dir=root, split="valid", mode="bm25")["score"] == (
+        pytest.approx(73.1, abs=0.3)
+    )

@@ -1,0 +1,151 @@
+import json
+
+import numpy as np
+import pytest
+
+from rnnembed import cli
+from rnnembed.chunking import read_chunks
+from rnnembed.cli import main
+from rnnembed.language_model import LanguageModel
+
+
+def run(capsys, *argv):
+    """Run the CLI in-process; return (exit code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+@pytest.fixture(scope="module")
+def model(small_corpus, tmp_path_factory):
+    train, _ = small_corpus
+    out = tmp_path_factory.mktemp("cli") / "model"
+    LanguageModel.train(
+        [train], out, tokenizer="bpe", vocab_size=300, layers=1, hidden=32,
+        batch_size=8, bptt=16, epochs=0.5, lr=1e-2,
+    )  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus(small_corpus, tmp_path_factory):
+    """A folder with docs/a.txt (120 lines, a blank line among them) and notes/b.md (3 lines)."""
+    train, _ = small_corpus
+    folder = tmp_path_factory.mktemp("files")
+    (folder / "docs").mkdir()
+    (folder / "notes").mkdir()
+    lines = train.read_text(encoding="utf-8").splitlines()[:120]
+    (folder / "docs" / "a.txt").write_text(
+        "\n".join(lines[:60] + [""] + lines[60:]) + "\n", encoding="utf-8"
+    )
+    (folder / "notes" / "b.md").write_text(
+        "Remember the zeppelin tickets.\nCall the plumber. Then the bank.\nDone.\n",
+        encoding="utf-8",
+    )
+    return folder
+
+
+@pytest.fixture(scope="module")
+def db(model, corpus, tmp_path_factory):
+    """A database with the corpus indexed by lines."""
+    path = tmp_path_factory.mktemp("db") / "search.db"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["index", str(model), str(corpus), "--db", str(path), "--quiet"])
+    assert exit_info.value.code == 0
+    return path
+
+
+def test_help_lists_the_search_commands(capsys):
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and all(c in out for c in ("embed", "index", "search"))
+
+
+def test_index_then_index_again_adds_nothing(capsys, model, corpus, tmp_path):
+    db = tmp_path / "again.db"
+    lines = len(list(read_chunks([corpus])))
+    code, out, err = run(capsys, "index", model, corpus, "--db", db, "--json")
+    assert code == 0 and "Traceback" not in err, err
+    summary = json.loads(out)
+    assert summary["chunks"] == summary["added"] == summary["rows"] == lines == 123
+    assert summary["already_present"] == 0
+    code, out, _ = run(capsys, "index", model, corpus, "--db", db, "--json")
+    summary = json.loads(out)
+    assert code == 0 and summary["added"] == 0 and summary["already_present"] == lines
+
+
+def test_index_prints_a_readable_summary(capsys, model, corpus, db):
+    code, out, _ = run(capsys, "index", model, corpus / "notes", "--db", db)
+    assert code == 0 and "already_present" in out and "3" in out
+
+
+@pytest.mark.parametrize("chunk", ["paragraphs", "sentences"])
+def test_index_by_paragraphs_or_sentences(capsys, model, corpus, tmp_path, chunk):
+    notes = corpus / "notes"
+    code, out, err = run(
+        capsys, "index", model, notes, "--db", tmp_path / "x.db", "--chunk", chunk, "--json"
+    )
+    assert code == 0, err
+    assert json.loads(out)["added"] == {"paragraphs": 1, "sentences": 4}[chunk]
+
+
+def search(capsys, model, db, query, *options):
+    code, out, err = run(capsys, "search", model, query, "--db", db, "--json", *options)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["query"] == query
+    return result["hits"]
+
+
+def test_search_in_every_mode(capsys, model, db):
+    hits = search(capsys, model, db, "Remember the zeppelin tickets.", "-k", "3")
+    assert len(hits) == 3 and hits[0]["text"] == "Remember the zeppelin tickets."
+    assert set(hits[0]) == {"id", "text", "score", "source", "metadata"}
+    assert hits[0]["source"].endswith("b.md:1")
+    hits = search(capsys, model, db, "zeppelin", "--mode", "bm25")
+    assert [h["text"] for h in hits] == ["Remember the zeppelin tickets."]
+    hits = search(capsys, model, db, "zeppelin", "--mode", "hybrid", "-k", "5")
+    assert len(hits) == 5 and hits[0]["text"] == "Remember the zeppelin tickets."
+    hits = search(capsys, model, db, "zeppelin", "--filter", 'source like "%a.txt:%"')
+    assert hits and all("a.txt:" in h["source"] for h in hits)
+
+
+def test_search_prints_a_table(capsys, monkeypatch, model, db):
+    monkeypatch.setattr(cli.console, "width", 200)
+    code, out, _ = run(capsys, "search", model, "plumber bank", "--db", db, "--mode", "bm25")
+    assert code == 0
+    assert "score" in out and "source" in out and "b.md:2" in out and "plumber" in out
+
+
+def test_embed_writes_one_vector_per_line(capsys, model, corpus, tmp_path):
+    out_file = tmp_path / "vectors.npy"
+    code, out, err = run(capsys, "embed", model, corpus, "--out", out_file, "--json")
+    assert code == 0, err
+    assert json.loads(out)["shape"] == [123, 32]
+    vectors = np.load(out_file)
+    assert vectors.shape == (123, 32) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    code, out, _ = run(capsys, "embed", model, corpus / "notes", "--out", out_file)
+    assert code == 0 and "3 × 32" in out and np.load(out_file).shape == (3, 32)
+
+
+def test_user_errors_print_one_line_not_a_traceback(capsys, model, corpus, db, tmp_path):
+    cases = [
+        (("search", model, "x", "--db", tmp_path / "missing.db"), "no such database"),
+        (("search", model, "x", "--db", db, "--mode", "fuzzy"), "unknown search mode"),
+        (("search", model, "x", "--db", db, "-k", "0"), "k must be"),
+        (("search", model, " ", "--db", db), "empty query"),
+        (("search", model, "x", "--db", db, "--filter", "source =="), "filter expression"),
+        (("search", model, "x", "--db", db, "--pooling", "mean+max"), "rebuild the index"),
+        (("search", model, "x", "--db", db, "--collection", "nope"), "no collection 'nope'"),
+        (("search", model, "x", "--db", "index.sqlite"), "neither a Milvus Lite"),
+        (("index", model, corpus, "--db", db, "--chunk", "words"), "unknown chunk"),
+        (("index", tmp_path / "no-model", corpus, "--db", db), "no such model folder"),
+        (("embed", model, tmp_path / "nothing.txt", "--out", tmp_path / "v.npy"), "no such file"),
+    ]
+    for argv, message in cases:
+        code, out, err = run(capsys, *argv)
+        assert code == 1, argv
+        assert "error:" in err and message in err, (argv, err)
+        assert "Traceback" not in out + err, argv
+    assert not (tmp_path / "v.npy").exists()

@@ -1,0 +1,249 @@
+import re
+import subprocess
+import sys
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from rnnembed.chunking import read_chunks
+from rnnembed.errors import RnnembedError
+from rnnembed.language_model import LanguageModel
+from rnnembed.store import HNSW_BUILD, MAX_TEXT_BYTES, Hit, VectorStore, row_id
+
+
+@pytest.fixture(scope="module")
+def lm(small_corpus, tmp_path_factory):
+    train, _ = small_corpus
+    out = tmp_path_factory.mktemp("store") / "model"
+    return LanguageModel.train(
+        [train], out, tokenizer="bpe", vocab_size=300, layers=1, hidden=32,
+        batch_size=8, bptt=16, epochs=0.5, lr=1e-2,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def chunks(small_corpus):
+    """200 distinct lines of real English (four words or more), as (text, source) pairs."""
+    train, _ = small_corpus
+    unique = {c.text: c.source for c in read_chunks([train]) if len(words(c.text)) >= 4}
+    return list(unique.items())[:200]
+
+
+@pytest.fixture(scope="module")
+def store(lm, chunks, tmp_path_factory):
+    """A store of the chunks, each with metadata {"n": its position}."""
+    path = tmp_path_factory.mktemp("db") / "index.db"
+    with VectorStore(path, model=lm) as s:
+        s.add(
+            [t for t, _ in chunks],
+            sources=[src for _, src in chunks],
+            metadata=[{"n": i} for i in range(len(chunks))],
+        )
+        yield s
+
+
+def words(text):
+    return re.findall(r"\w+", text.lower())
+
+
+@pytest.fixture(scope="module")
+def rare(chunks):
+    """A longish word found in exactly one chunk, and that chunk's text."""
+    counts = Counter(w for text, _ in chunks for w in set(words(text)))
+    word = next(w for w, n in sorted(counts.items()) if n == 1 and len(w) >= 7 and w.isalpha())
+    return word, next(text for text, _ in chunks if word in words(text))
+
+
+def test_adding_again_adds_nothing_and_returns_the_same_ids(store, chunks):
+    texts, sources = [t for t, _ in chunks], [s for _, s in chunks]
+    assert store.count() == len(chunks)
+    ids = store.add(texts[:50] + ["a brand new line of text"], sources=sources[:50] + ["new:1"])
+    assert ids[:50] == [row_id(t, s) for t, s in zip(texts[:50], sources[:50], strict=True)]
+    assert store.count() == len(chunks) + 1
+    assert store.add(texts[:50], sources=sources[:50]) == ids[:50]
+    assert store.count() == len(chunks) + 1
+    assert store.delete([ids[-1]]) == 1 and store.count() == len(chunks)
+
+
+def test_the_same_text_from_another_source_is_another_row(lm, tmp_path):
+    with VectorStore(tmp_path / "s.db", model=lm) as s:
+        ids = s.add(["the same words", "the same words", "the same words"], sources=["a", "b", "a"])
+        assert ids[0] == ids[2] != ids[1] and s.count() == 2
+
+
+def test_the_hnsw_index_is_built_with_our_parameters(store):
+    # pymilvus 3 sends build parameters flat, which Milvus Lite 3 ignores (it reads "params")
+    described = store.client.describe_index(store.collection, "vector")
+    assert described["index_type"] == "HNSW" and described["metric_type"] == "IP"
+    assert described["params"] == HNSW_BUILD
+
+
+def test_count_and_delete(lm, tmp_path):
+    with VectorStore(tmp_path / "s.db", model=lm) as s:
+        assert s.count() == 0
+        ids = s.add(["one line", "two lines", "three lines"])
+        assert s.count() == 3
+        assert s.delete([ids[0], ids[1], "no-such-id"]) == 2
+        assert s.count() == 1 and s.delete([ids[0]]) == 0
+        assert [h.text for h in s.search("two lines", k=5)] == ["three lines"]
+
+
+def test_dense_search_finds_a_stored_text_from_its_exact_wording(store, chunks):
+    for text, source in chunks[10:15]:
+        hit = store.search(text, k=3)[0]
+        assert (hit.text, hit.source) == (text, source)
+        assert hit.score == pytest.approx(1.0, abs=1e-4)
+
+
+def test_bm25_finds_the_line_with_a_rare_word_first(store, rare):
+    word, text = rare
+    hits = store.search(word, k=5, mode="bm25")
+    assert hits[0].text == text and hits[0].score > 0
+    assert all(word in words(h.text) for h in hits)
+
+
+def test_hybrid_fuses_both_rankings(store, rare):
+    word, _ = rare
+    dense = store.search(word, k=10, mode="dense")
+    bm25 = store.search(word, k=10, mode="bm25")
+    hybrid = store.search(word, k=10, mode="hybrid")
+    assert len(hybrid) == 10
+    assert {dense[0].id, bm25[0].id} <= {h.id for h in hybrid[:2]}
+    assert {h.id for h in hybrid} - {h.id for h in bm25}, "hybrid has dense-only hits too"
+    scores = [h.score for h in hybrid]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_a_list_of_queries_gives_a_list_of_hit_lists(store, chunks):
+    texts = [chunks[0][0], chunks[1][0]]
+    for mode in ("dense", "bm25", "hybrid"):
+        results = store.search(texts, k=2, mode=mode)
+        assert [hits[0].text for hits in results] == texts
+        assert all(isinstance(h, Hit) for hits in results for h in hits)
+
+
+def test_hits_carry_source_and_metadata(store, chunks):
+    hit = store.search(chunks[7][0], k=1)[0]
+    assert hit.to_dict() == {
+        "id": row_id(*chunks[7]),
+        "text": chunks[7][0],
+        "score": hit.score,
+        "source": chunks[7][1],
+        "metadata": {"n": 7},
+    }
+
+
+@pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
+def test_filters_on_source_and_metadata(store, chunks, mode):
+    query = chunks[3][0]
+    hits = store.search(query, k=20, mode=mode, filter='metadata["n"] >= 100')
+    assert hits and all(h.metadata["n"] >= 100 for h in hits)
+    prefix = chunks[0][1].rsplit(":", 1)[0]
+    hits = store.search(query, k=5, mode=mode, filter=f'source like "{prefix}:%"')
+    assert hits and all(h.source.startswith(prefix) for h in hits)
+    assert store.search(query, k=5, mode=mode, filter='source like "elsewhere/%"') == []
+
+
+def test_bad_arguments_are_clear_errors(store):
+    with pytest.raises(RnnembedError, match="unknown search mode 'fuzzy'"):
+        store.search("text", mode="fuzzy")
+    with pytest.raises(RnnembedError, match="k must be"):
+        store.search("text", k=0)
+    for empty in ("", "   ", ["fine", ""]):
+        with pytest.raises(RnnembedError, match="empty query"):
+            store.search(empty)
+    with pytest.raises(RnnembedError, match="check the filter expression"):
+        store.search("text", filter="source ==")
+    with pytest.raises(RnnembedError, match="empty"):
+        store.add(["fine", " "])
+    with pytest.raises(RnnembedError, match="sources"):
+        store.add(["a", "b"], sources=["only one"])
+
+
+def test_another_model_or_dimension_is_refused(lm, store, tmp_path):
+    lm.save(tmp_path / "copy")
+    other = LanguageModel.load(tmp_path / "copy")
+    with torch.no_grad():
+        next(other.model.parameters()).add_(0.01)
+    with pytest.raises(RnnembedError, match="built by another model") as info:
+        VectorStore(store.uri, model=other)
+    assert "another --collection" in str(info.value) and "rebuild the index" in str(info.value)
+    with pytest.raises(RnnembedError, match="another model or pooling"):
+        VectorStore(store.uri, model=lm, pooling="last")
+    with pytest.raises(RnnembedError, match="32-dimensional vectors, but .* 64-dimensional"):
+        VectorStore(store.uri, model=lm, pooling="mean+max")
+    with VectorStore(store.uri, model=other, collection="other") as s:  # its own collection
+        assert s.count() == 0
+
+
+def test_databases_that_cannot_be_opened(lm, tmp_path):
+    not_a_db = tmp_path / "old.db"
+    not_a_db.write_bytes(b"SQLite format 3\0")
+    with pytest.raises(RnnembedError, match="is a file, not a Milvus Lite 3 database"):
+        VectorStore(not_a_db, model=lm)
+    with pytest.raises(RnnembedError, match="neither a Milvus Lite database path"):
+        VectorStore(tmp_path / "index.sqlite", model=lm)
+    with pytest.raises(RnnembedError, match="no such database"):
+        VectorStore(tmp_path / "missing.db", model=lm, create=False)
+    with pytest.raises(RnnembedError, match="cannot create the folder"):
+        VectorStore(not_a_db / "inside.db", model=lm)
+    with pytest.raises(RnnembedError, match="unknown analyzer"):
+        VectorStore(tmp_path / "x.db", model=lm, analyzer="klingon")
+
+
+def test_missing_collection_is_an_error_when_not_creating(lm, store):
+    with pytest.raises(RnnembedError, match="no collection 'nope' .*it has: default"):
+        VectorStore(store.uri, model=lm, collection="nope", create=False)
+
+
+def test_over_long_texts_are_stored_cut(lm, tmp_path, caplog):
+    long_text = "word " * 14_000 + "é" * 10  # 70,020 bytes
+    with VectorStore(tmp_path / "s.db", model=lm) as s:
+        [id_] = s.add([long_text], sources=["long.txt:1"])
+        assert id_ == row_id(long_text, "long.txt:1") and "stored cut" in caplog.text
+        hit = s.search("word", k=1, mode="bm25")[0]
+        assert len(hit.text.encode()) <= MAX_TEXT_BYTES and long_text.startswith(hit.text)
+        assert s.add([long_text], sources=["long.txt:1"]) == [id_] and s.count() == 1
+
+
+def test_chinese_analyzer_segments_words(lm, tmp_path):
+    texts = ["我爱北京天安门", "今天天气很好", "北京的天气"]
+    with VectorStore(tmp_path / "zh.db", model=lm, analyzer="chinese") as s:
+        s.add(texts)
+        assert [h.text for h in s.search("天安门", k=3, mode="bm25")] == [texts[0]]
+        assert {h.text for h in s.search("北京", k=3, mode="bm25")} == {texts[0], texts[2]}
+    with VectorStore(tmp_path / "zh.db", model=lm) as s:  # the analyzer is the collection's
+        assert s.analyzer == "chinese"
+
+
+def test_closing_frees_the_database_for_another_process(lm, tmp_path):
+    path = tmp_path / "s.db"
+    with VectorStore(path, model=lm) as s:
+        s.add(["kept across processes"])
+    code = (
+        "from pymilvus import MilvusClient; "
+        f"c = MilvusClient({str(path)!r}); "
+        "print(c.query('default', filter='', output_fields=['count(*)'])[0]['count(*)'])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "1", done.stderr[-500:]
+
+
+def test_precomputed_vectors_and_a_fake_model(tmp_path):
+    class Fixed:
+        def dim(self, pooling="mean"):
+            return 4
+
+        def fingerprint(self, pooling="mean"):
+            return "fixed"
+
+        def encode(self, texts, pooling="mean"):
+            return np.tile(np.eye(4, dtype=np.float32)[:1], (len(texts), 1))
+
+    with VectorStore(tmp_path / "f.db", model=Fixed()) as s:
+        vectors = np.eye(4, dtype=np.float32)
+        s._insert(["a", "b", "c", "d"], ["x", "y", "z", "w"], [""] * 4, [{}] * 4, vectors)
+        assert [h.id for h in s._search_vectors(vectors[2:3], k=1)[0]] == ["c"]
+        assert s.search("anything", k=1)[0].id == "a"
