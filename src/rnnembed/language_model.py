@@ -161,7 +161,7 @@ class LanguageModel:
         if progress:
             from rnnembed.progress import TrainingProgress
 
-            with TrainingProgress(trainer) as bar:
+            with TrainingProgress() as bar:
                 trainer.progress = bar.update
                 result = trainer.run()
         else:
