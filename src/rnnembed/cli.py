@@ -513,3 +513,82 @@ def quickstart(
 
 
 # -- serve ---------------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    model: Annotated[Path, typer.Argument(help="A model folder.")],
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            help="Serve search over this Milvus Lite database (.db) or server URI (created "
+            "if missing); without it, only embeddings and generation.",
+        ),
+    ] = None,
+    collection: Collection = "default",
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="RNNEMBED_API_KEY",
+            help="Require 'Authorization: Bearer KEY' on every route but /health and the page.",
+        ),
+    ] = None,
+    pooling: Pooling = "mean",
+    max_batch_tokens: Annotated[
+        int, typer.Option(help="Token budget of one dynamic batch of embedding requests.")
+    ] = 16_384,
+    max_batch_requests: Annotated[
+        int | None, typer.Option(help="Requests merged into one batch at most (1: no batching).")
+    ] = None,
+    max_queue: Annotated[
+        int, typer.Option(help="Embedding requests that may wait; more are refused with 429.")
+    ] = 512,
+    token: Token = "",
+    quiet: Quiet = False,
+) -> None:
+    """Serve a model over HTTP: OpenAI-compatible /v1/embeddings, /v1/search and /v1/documents
+    over an index, /v1/generate, /metrics, and a search page at /."""
+    import ipaddress
+    import signal
+
+    import uvicorn
+
+    from rnnembed.language_model import LanguageModel
+    from rnnembed.server import ServerConfig, create_app
+    from rnnembed.store import VectorStore
+
+    _setup_logging(quiet)
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not api_key:
+        err_console.print(
+            f"[bold yellow]warning:[/] listening on {host} without an API key: anyone who can "
+            "reach this address can use the server; pass --api-key (or set RNNEMBED_API_KEY)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    lm = LanguageModel.load(model)
+    config = ServerConfig(
+        model_name=model.resolve().name,
+        pooling=pooling,
+        max_batch_tokens=max_batch_tokens,
+        max_batch_requests=max_batch_requests,
+        max_queue=max_queue,
+    )
+    store = None
+    if db is not None:
+        store = VectorStore(db, model=lm, collection=collection, pooling=pooling, token=token)
+    # uvicorn stops gracefully on SIGTERM, then raises it again: exit cleanly, closing the store.
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        app = create_app(lm, store, api_key=api_key or None, config=config)
+        uvicorn.run(app, host=host, port=port, log_level="warning" if quiet else "info")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if store is not None:
+            store.close()
