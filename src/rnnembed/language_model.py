@@ -118,7 +118,7 @@ class LanguageModel:
             train_ids, valid_ids = train_ids[:-held], train_ids[-held:]
             log.info("no --valid given: holding out the last %d tokens for validation", held)
         if not resume:
-            config = choose_defaults(config, tok.kind, len(train_ids))
+            config = choose_defaults(config, tok.kind, tok.vocab_size)
         torch.manual_seed(config.seed)
         lm = cls(RecurrentLM(model_config(config, tok.vocab_size)), tok, config)
         lm.model.set_frequencies(torch.bincount(train_ids, minlength=tok.vocab_size))
