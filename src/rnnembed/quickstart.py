@@ -21,8 +21,18 @@ log = logging.getLogger(__name__)
 
 MARKER = ".rnnembed-quickstart"
 SKIPPED_PACKAGES = frozenset(
-    {"idlelib", "tkinter", "turtledemo", "lib2to3", "ensurepip", "pydoc_data", "venv",
-     "site-packages", "dist-packages", "__pycache__"}
+    {
+        "idlelib",
+        "tkinter",
+        "turtledemo",
+        "lib2to3",
+        "ensurepip",
+        "pydoc_data",
+        "venv",
+        "site-packages",
+        "dist-packages",
+        "__pycache__",
+    }
 )
 EXAMPLE_QUERIES = (
     ("how do I read a file line by line", "dense"),
@@ -93,8 +103,9 @@ def prepare_folder(folder: Path) -> None:
     (folder / MARKER).write_text("made by `rnnembed quickstart`; safe to delete\n")
 
 
-def run_quickstart(folder: str | Path = "rnnembed-quickstart", minutes: float = 1.5,
-                   progress: bool = True) -> QuickstartResult:
+def run_quickstart(
+    folder: str | Path = "rnnembed-quickstart", minutes: float = 1.5, progress: bool = True
+) -> QuickstartResult:
     """Build the corpus, train for ``minutes``, index it in Milvus Lite, and search."""
     from rnnembed.chunking import read_chunks
     from rnnembed.language_model import LanguageModel
@@ -105,8 +116,13 @@ def run_quickstart(folder: str | Path = "rnnembed-quickstart", minutes: float = 
     train, valid, sections = write_corpus(folder / "corpus")
     log.info("corpus: %d sections of Python's documentation in %s", sections, train.parent)
     lm = LanguageModel.train(
-        [train], folder / "model", valid=[valid], tokenizer="bpe", vocab_size=4000,
-        minutes=minutes, progress=progress,
+        [train],
+        folder / "model",
+        valid=[valid],
+        tokenizer="bpe",
+        vocab_size=4000,
+        minutes=minutes,
+        progress=progress,
     )
     perplexity = lm.evaluate_files([valid]).perplexity
     sample = lm.generate("The for statement", max_tokens=40, temperature=0.7, top_k=40, seed=0)

@@ -103,7 +103,7 @@ def choose_defaults(config: TrainConfig, kind: str, vocab_size: int) -> TrainCon
       vocabularies of ``ADAPTIVE_FROM`` ids or more, else a full softmax tied to the embedding;
     - words and subwords: 2×384 LSTM, 32 streams × 48 steps, AdamW 5e-3, dropout .1/.2/.3;
       runs of 20 minutes or more: 2×768 with dropout .15/.3/.45;
-    - characters (and other small vocabularies): 2×512 LSTM, 16 streams × 128 steps, AdamW
+    - characters (and other small vocabularies): 2×512 LSTM, 16 streams × 64 steps, AdamW
       5e-3, dropout 0/.1/.1.
     """
     c = TrainConfig.from_dict(config.to_dict())
@@ -117,7 +117,7 @@ def choose_defaults(config: TrainConfig, kind: str, vocab_size: int) -> TrainCon
     small_vocab = kind == "char" or vocab_size < ADAPTIVE_FROM // 5
     long_run = (c.minutes or 0) >= 20 or (c.epochs or 0) >= 20
     if small_vocab:
-        shape = {"layers": 2, "hidden": 512, "batch_size": 16, "bptt": 128, "lr": 5e-3}
+        shape = {"layers": 2, "hidden": 512, "batch_size": 16, "bptt": 64, "lr": 5e-3}
         drops = (0.0, 0.1, 0.1)
     elif long_run:
         shape = {"layers": 2, "hidden": 768, "batch_size": 32, "bptt": 48, "lr": 5e-3}
