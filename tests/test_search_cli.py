@@ -119,14 +119,18 @@ def test_search_prints_a_table(capsys, monkeypatch, model, db):
 
 def test_embed_writes_one_vector_per_line(capsys, model, corpus, tmp_path):
     out_file = tmp_path / "vectors.npy"
+    dim = LanguageModel.load(model).dim()  # the default (sif) pooling: states + word vectors
     code, out, err = run(capsys, "embed", model, corpus, "--out", out_file, "--json")
     assert code == 0, err
-    assert json.loads(out)["shape"] == [123, 32]
+    assert json.loads(out)["shape"] == [123, dim]
     vectors = np.load(out_file)
-    assert vectors.shape == (123, 32) and vectors.dtype == np.float32
+    assert vectors.shape == (123, dim) and vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
     code, out, _ = run(capsys, "embed", model, corpus / "notes", "--out", out_file)
-    assert code == 0 and "3 × 32" in out and np.load(out_file).shape == (3, 32)
+    assert code == 0 and f"3 × {dim}" in out and np.load(out_file).shape == (3, dim)
+    code, out, _ = run(capsys, "embed", model, corpus / "notes", "--out", out_file,
+                       "--pooling", "mean")
+    assert code == 0 and np.load(out_file).shape == (3, 32)
 
 
 def test_user_errors_print_one_line_not_a_traceback(capsys, model, corpus, db, tmp_path):

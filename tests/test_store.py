@@ -170,10 +170,11 @@ def test_another_model_or_dimension_is_refused(lm, store, tmp_path):
     with pytest.raises(RnnembedError, match="built by another model") as info:
         VectorStore(store.uri, model=other)
     assert "another --collection" in str(info.value) and "rebuild the index" in str(info.value)
+    # the store holds the default (sif) pooling: hidden states + word vectors, 64 wide
     with pytest.raises(RnnembedError, match="another model or pooling"):
+        VectorStore(store.uri, model=lm, pooling="mean+max")  # as wide, another pooling
+    with pytest.raises(RnnembedError, match="64-dimensional vectors, but .* 32-dimensional"):
         VectorStore(store.uri, model=lm, pooling="last")
-    with pytest.raises(RnnembedError, match="32-dimensional vectors, but .* 64-dimensional"):
-        VectorStore(store.uri, model=lm, pooling="mean+max")
     with VectorStore(store.uri, model=other, collection="other") as s:  # its own collection
         assert s.count() == 0
 

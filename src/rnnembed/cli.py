@@ -276,7 +276,9 @@ def evaluate_embeddings(
     mode: Annotated[
         str, typer.Option(help="dense (embeddings), bm25 (bag of words) or hybrid (both).")
     ] = "dense",
-    pooling: Annotated[str, typer.Option(help="mean, last, max or mean+max.")] = "mean",
+    pooling: Annotated[
+        str | None, typer.Option(help="sif, mean, last, max or mean+max (default: the model's).")
+    ] = None,
     baseline: Annotated[
         str | None, typer.Option(help="Score word2vec or doc2vec instead of a model.")
     ] = None,
@@ -329,7 +331,9 @@ def evaluate_embeddings(
 
 Pooling = Annotated[
     str,
-    typer.Option(help="mean, last, max or mean+max (an index keeps the one it was built with)."),
+    typer.Option(
+        help="sif, mean, last, max or mean+max (an index keeps the one it was built with)."
+    ),
 ]
 Db = Annotated[
     str,
@@ -351,7 +355,7 @@ def embed(
     model: Annotated[Path, typer.Argument(help="A model folder.")],
     inputs: Annotated[list[Path], typer.Argument(help="Text files or folders to embed.")],
     out: Annotated[Path, typer.Option(help="Where to write the vectors (a .npy file).")],
-    pooling: Pooling = "mean",
+    pooling: Pooling = "sif",
     encoding: Encoding = "utf-8",
     field: Field = "text",
     column: Column = "text",
@@ -385,7 +389,7 @@ def index(
     db: Db,
     collection: Collection = "default",
     chunk: Annotated[str, typer.Option(help="lines, paragraphs or sentences.")] = "lines",
-    pooling: Pooling = "mean",
+    pooling: Pooling = "sif",
     analyzer: Annotated[
         str | None,
         typer.Option(
@@ -446,7 +450,7 @@ def search(
         str | None,
         typer.Option("--filter", help="A Milvus filter expression, e.g. 'source like \"docs/%\"'."),
     ] = None,
-    pooling: Pooling = "mean",
+    pooling: Pooling = "sif",
     token: Token = "",
     as_json: AsJson = False,
 ) -> None:
@@ -536,7 +540,7 @@ def serve(
             help="Require 'Authorization: Bearer KEY' on every route but /health and the page.",
         ),
     ] = None,
-    pooling: Pooling = "mean",
+    pooling: Pooling = "sif",
     max_batch_tokens: Annotated[
         int, typer.Option(help="Token budget of one dynamic batch of embedding requests.")
     ] = 16_384,

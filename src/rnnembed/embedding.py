@@ -1,12 +1,16 @@
-"""Embeddings from a language model's hidden states: pooling, batching and streaming.
+"""Embeddings from a language model: pooling, batching, streaming and corpus statistics.
 
 A text is read as a line, the way the model was trained: ``<eos>`` (a line start), the text's
-tokens, ``<eos>`` (its end). The hidden states after each of the text's tokens and after the
-closing ``<eos>`` are pooled:
+tokens, ``<eos>`` (its end). At each position after the opening ``<eos>`` the model has a
+hidden state h_t (the last layer's output, everything read so far) and the word vector e_t of
+the token it just read (its input embedding). Poolings:
 
 - ``last``: h after the closing ``<eos>``, the state that has read everything;
-- ``mean``: the average of those states; ``max``: their element-wise maximum;
-- ``mean+max``: the two concatenated.
+- ``mean``: the average of the h_t; ``max``: their element-wise maximum; ``mean+max``: both;
+- ``sif`` (the default): smooth-inverse-frequency averages (Arora et al. 2017) of the h_t and
+  of the e_t, weights a / (a + p(token)) with a = 1e-3 and p the training frequency, each
+  centred and cleared of its main directions over the training corpus (1 for the states, 3 for
+  the word vectors), unit length, the state block at half the weight of the word block.
 
 Padding never enters a pool, so a text gets the same vector alone or in any batch.
 """
@@ -14,7 +18,7 @@ Padding never enters a pool, so a text gets the same vector alone or in any batc
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,13 +26,17 @@ import torch
 import torch.nn.functional as F
 
 from rnnembed.errors import RnnembedError
-from rnnembed.model import RecurrentLM, State, flatten_state, unflatten_state
+from rnnembed.model import CorpusStats, RecurrentLM, State, flatten_state, unflatten_state
 
 if TYPE_CHECKING:
     from rnnembed.language_model import LanguageModel
 
-POOLINGS = ("mean", "last", "max", "mean+max")
+POOLINGS = ("sif", "mean", "last", "max", "mean+max")
+DEFAULT_POOLING = "sif"
 WINDOW = 512  # long texts run in windows of this many tokens, carrying the state across
+SIF_A = 1e-3
+SIF_STATE_WEIGHT = 0.5  # of the state block against the word block (measured on STS-B dev)
+FIT_LINES = 8192  # training lines the sif statistics are fitted on
 
 
 def check_pooling(pooling: str) -> None:
@@ -38,44 +46,76 @@ def check_pooling(pooling: str) -> None:
 
 def embedding_dim(model: RecurrentLM, pooling: str) -> int:
     check_pooling(pooling)
+    if pooling == "sif":
+        return model.hidden_size + model.config.embedding_dims
     return model.hidden_size * (2 if pooling == "mean+max" else 1)
 
 
 class Pool:
-    """Running pooled statistics of a batch of sequences: sum, count, max and last state."""
+    """Running pooled statistics of a batch of sequences: the sum, count, maximum and last of
+    the states, and the frequency-weighted sums of states and word vectors with their weight."""
 
-    def __init__(
-        self, total: torch.Tensor, count: torch.Tensor, maximum: torch.Tensor, last: torch.Tensor
-    ):
-        self.total, self.count, self.max, self.last = total, count, maximum, last
+    FIELDS = ("total", "count", "max", "last", "sif_states", "sif_words", "sif_weight")
+
+    def __init__(self, *tensors: torch.Tensor):
+        for name, tensor in zip(self.FIELDS, tensors, strict=True):
+            setattr(self, name, tensor)
 
     @classmethod
-    def empty(cls, batch: int, dims: int, device: torch.device | None = None) -> Pool:
-        zeros = torch.zeros(batch, dims, device=device)
+    def empty(cls, batch: int, model: RecurrentLM, device: torch.device) -> Pool:
+        def zeros(dims: int) -> torch.Tensor:
+            return torch.zeros(batch, dims, device=device)
+
+        states = model.hidden_size
+        minus_inf = torch.full((batch, states), float("-inf"), device=device)
         return cls(
-            zeros,
-            torch.zeros(batch, 1, device=device),
-            torch.full_like(zeros, float("-inf")),
-            zeros.clone(),
+            zeros(states),
+            zeros(1),
+            minus_inf,
+            zeros(states),
+            zeros(states),
+            zeros(model.config.embedding_dims),
+            zeros(1),
         )
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [getattr(self, name) for name in self.FIELDS]
 
     def copy(self) -> Pool:
-        return Pool(self.total.clone(), self.count.clone(), self.max.clone(), self.last.clone())
+        return Pool(*(t.clone() for t in self.tensors()))
 
-    def add(self, hidden: torch.Tensor, mask: torch.Tensor) -> None:
-        """Add hidden (batch, time, dims) at the positions where mask (batch, time) is true."""
+    def add(
+        self, states: torch.Tensor, words: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor
+    ) -> None:
+        """Add states and words (batch, time, dims) and SIF weights (batch, time) at the
+        positions where mask (batch, time) is true."""
         keep = mask.unsqueeze(-1)
-        self.total += (hidden * keep).sum(dim=1)
+        self.total += (states * keep).sum(dim=1)
         self.count += keep.sum(dim=1)
-        self.max = torch.maximum(self.max, hidden.masked_fill(~keep, float("-inf")).amax(dim=1))
-        last_index = (mask.long() * torch.arange(1, mask.shape[1] + 1, device=mask.device)).argmax(
-            1
-        )
-        picked = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_index]
+        self.max = torch.maximum(self.max, states.masked_fill(~keep, float("-inf")).amax(dim=1))
+        steps = torch.arange(1, mask.shape[1] + 1, device=mask.device)
+        last_index = (mask.long() * steps).argmax(dim=1)
+        picked = states[torch.arange(states.shape[0], device=states.device), last_index]
         self.last = torch.where(mask.any(dim=1, keepdim=True), picked, self.last)
+        w = (weights * mask).unsqueeze(-1)
+        self.sif_states += (states * w).sum(dim=1)
+        self.sif_words += (words * w).sum(dim=1)
+        self.sif_weight += w.sum(dim=1)
 
-    def vectors(self, pooling: str, normalize: bool) -> torch.Tensor:
-        if pooling == "last":
+    def sif_blocks(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The weighted averages of states and of word vectors, before any correction."""
+        weight = self.sif_weight.clamp_min(1e-12)
+        return self.sif_states / weight, self.sif_words / weight
+
+    def vectors(self, pooling: str, normalize: bool, stats: CorpusStats) -> torch.Tensor:
+        if pooling == "sif":
+            states, words = self.sif_blocks()
+            states = _remove(states, stats.hidden_mean, stats.hidden_components)
+            words = _remove(words, stats.word_mean, stats.word_components)
+            out = torch.cat(
+                [SIF_STATE_WEIGHT * F.normalize(states, dim=-1), F.normalize(words, dim=-1)], dim=-1
+            )
+        elif pooling == "last":
             out = self.last
         else:
             mean = self.total / self.count.clamp_min(1)
@@ -85,6 +125,17 @@ class Pool:
         return F.normalize(out, dim=-1) if normalize else out
 
 
+def _remove(x: torch.Tensor, mean: torch.Tensor, components: torch.Tensor) -> torch.Tensor:
+    """x − mean, less its projection on the (orthonormal) component rows."""
+    x = x - mean
+    return x - (x @ components.T) @ components
+
+
+def sif_weights(model: RecurrentLM, ids: torch.Tensor) -> torch.Tensor:
+    """a / (a + p(id)) for each id: rare tokens count more than frequent ones."""
+    return SIF_A / (SIF_A + model.stats.frequencies[ids])
+
+
 def run(
     model: RecurrentLM,
     ids: torch.Tensor,
@@ -92,21 +143,51 @@ def run(
     pool: Pool,
     state: State | None = None,
 ) -> State:
-    """Feed ids (batch, time) in windows of ``WINDOW``, pooling the hidden states where mask
-    is true; returns the carried state."""
+    """Feed ids (batch, time) in windows of ``WINDOW``, pooling where mask is true; returns the
+    carried state."""
     for begin in range(0, ids.shape[1], WINDOW):
         window = slice(begin, begin + WINDOW)
-        result = model(ids[:, window], state, logits=False)
+        chunk = ids[:, window]
+        result = model(chunk, state, logits=False)
         state = result.state
-        pool.add(result.hidden.float(), mask[:, window])
+        words = model.embed(chunk).float()
+        pool.add(result.hidden.float(), words, sif_weights(model, chunk), mask[:, window])
     return state
+
+
+def pooled_batches(
+    model: RecurrentLM, sequences: list[list[int]], batch_size: int, device: torch.device
+) -> Iterator[tuple[list[int], Pool]]:
+    """(indices, pool) for batches of sequences taken in order of length; each sequence's
+    first position (the opening ``<eos>``) is left out of its pool."""
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    for start in range(0, len(order), batch_size):
+        chosen = order[start : start + batch_size]
+        lengths = torch.tensor([len(sequences[i]) for i in chosen], device=device)
+        # padding id 0 is any valid id: padded positions never enter a pool
+        ids = torch.zeros(len(chosen), int(lengths.max()), dtype=torch.long, device=device)
+        for row, i in enumerate(chosen):
+            ids[row, : len(sequences[i])] = torch.tensor(sequences[i], device=device)
+        positions = torch.arange(ids.shape[1], device=device)
+        mask = (positions > 0) & (positions < lengths.unsqueeze(1))
+        pool = Pool.empty(len(chosen), model, device)
+        run(model, ids, mask, pool)
+        yield chosen, pool
+
+
+def _check_stats(model: RecurrentLM, pooling: str) -> None:
+    if pooling == "sif" and not model.stats.fitted:
+        raise RnnembedError(
+            "this model has no corpus statistics for the sif pooling (they are fitted at the "
+            "end of `rnnembed train`); pass another --pooling, e.g. mean"
+        )
 
 
 @torch.no_grad()
 def encode(
     lm: LanguageModel,
     texts: Sequence[str],
-    pooling: str = "mean",
+    pooling: str = DEFAULT_POOLING,
     normalize: bool = True,
     batch_size: int = 64,
 ) -> np.ndarray:
@@ -118,22 +199,43 @@ def encode(
     check_pooling(pooling)
     if isinstance(texts, str):
         raise RnnembedError("encode takes a list of texts; wrap a single text in a list")
-    model, eos, device = lm.model.eval(), lm.tokenizer.eos_id, lm.device
+    model, eos = lm.model.eval(), lm.tokenizer.eos_id
+    _check_stats(model, pooling)
     out = np.zeros((len(texts), embedding_dim(model, pooling)), dtype=np.float32)
     sequences = [[eos, *ids, eos] for ids in lm.tokenizer.encode_batch(list(texts))]
-    order = sorted(range(len(texts)), key=lambda i: len(sequences[i]))
-    for start in range(0, len(order), batch_size):
-        chosen = order[start : start + batch_size]
-        lengths = torch.tensor([len(sequences[i]) for i in chosen], device=device)
-        ids = torch.full((len(chosen), int(lengths.max())), eos, dtype=torch.long, device=device)
-        for row, i in enumerate(chosen):
-            ids[row, : len(sequences[i])] = torch.tensor(sequences[i], device=device)
-        positions = torch.arange(ids.shape[1], device=device)
-        mask = (positions > 0) & (positions < lengths.unsqueeze(1))  # not the opening <eos>
-        pool = Pool.empty(len(chosen), model.hidden_size, device)
-        run(model, ids, mask, pool)
-        out[chosen] = pool.vectors(pooling, normalize).cpu().numpy()
+    for chosen, pool in pooled_batches(model, sequences, batch_size, lm.device):
+        out[chosen] = pool.vectors(pooling, normalize, model.stats).cpu().numpy()
     return out
+
+
+@torch.no_grad()
+def fit_corpus_stats(
+    model: RecurrentLM, ids: torch.Tensor, eos_id: int, batch_size: int = 64
+) -> None:
+    """Fit the sif pooling's means and main directions on up to ``FIT_LINES`` lines (4 to 256
+    tokens) spread evenly over a training id stream."""
+    model.eval()
+    ends = (ids == eos_id).nonzero().flatten().tolist()
+    lines = [ids[a + 1 : b].tolist() for a, b in zip([-1, *ends], ends, strict=False)]
+    lines = [line for line in lines if 4 <= len(line) <= 256]
+    if not lines:
+        return
+    lines = lines[:: max(1, len(lines) // FIT_LINES)][:FIT_LINES]
+    sequences = [[eos_id, *line, eos_id] for line in lines]
+    device = next(model.parameters()).device
+    states, words = [], []
+    for _, pool in pooled_batches(model, sequences, batch_size, device):
+        s, w = pool.sif_blocks()
+        states.append(s)
+        words.append(w)
+    stats = model.stats
+    for blocks, mean, components in (
+        (torch.cat(states), stats.hidden_mean, stats.hidden_components),
+        (torch.cat(words), stats.word_mean, stats.word_components),
+    ):
+        mean.copy_(blocks.mean(dim=0))
+        _, _, directions = torch.linalg.svd(blocks - mean, full_matrices=False)
+        components.copy_(directions[: len(components)])
 
 
 class EmbeddingStream:
@@ -143,12 +245,13 @@ class EmbeddingStream:
     tokens could still change when more arrives (a word cut in two) waits in ``pending``.
     """
 
-    def __init__(self, lm: LanguageModel, pooling: str = "mean", normalize: bool = True):
+    def __init__(self, lm: LanguageModel, pooling: str = DEFAULT_POOLING, normalize: bool = True):
         check_pooling(pooling)
+        _check_stats(lm.model, pooling)
         self.lm, self.pooling, self.normalize = lm, pooling, normalize
         self.pending = ""
         self.tokens = 0
-        self._pool = Pool.empty(1, lm.model.hidden_size, lm.device)
+        self._pool = Pool.empty(1, lm.model, lm.device)
         self._state = self._advance([lm.tokenizer.eos_id], pooled=False)
 
     @torch.no_grad()
@@ -177,7 +280,7 @@ class EmbeddingStream:
         tail = (tokenizer.encode(self.pending) if self.pending else []) + [tokenizer.eos_id]
         pool = self._pool.copy()
         self._advance(tail, pool=pool, state=self._state)
-        return pool.vectors(self.pooling, self.normalize)[0].cpu().numpy()
+        return pool.vectors(self.pooling, self.normalize, self.lm.model.stats)[0].cpu().numpy()
 
     def state(self) -> dict:
         """Everything needed to continue this stream later (arrays and plain values)."""
@@ -186,10 +289,7 @@ class EmbeddingStream:
             "pooling": self.pooling,
             "pending": self.pending,
             "tokens": self.tokens,
-            "pool": [
-                t.cpu().numpy()
-                for t in (self._pool.total, self._pool.count, self._pool.max, self._pool.last)
-            ],
+            "pool": [t.cpu().numpy().copy() for t in self._pool.tensors()],
             "model_state": [
                 [t.cpu().numpy() for t in layer] for layer in flatten_state(self._state)
             ],
@@ -201,15 +301,16 @@ class EmbeddingStream:
             raise RnnembedError("this stream state comes from another model or pooling")
         device = self.lm.device
         self.pending, self.tokens = saved["pending"], saved["tokens"]
-        self._pool = Pool(*(torch.as_tensor(a, device=device) for a in saved["pool"]))
+        self._pool = Pool(*(torch.tensor(a, device=device) for a in saved["pool"]))
         self._state = unflatten_state(
-            [[torch.as_tensor(a, device=device) for a in layer] for layer in saved["model_state"]]
+            [[torch.tensor(a, device=device) for a in layer] for layer in saved["model_state"]]
         )
         return self
 
 
 def fingerprint(model: RecurrentLM, pooling: str) -> str:
-    """sha256 of the weights, the pooling and the dimension: what an index was built with."""
+    """sha256 of the weights and corpus statistics, the pooling and the dimension: what an
+    index was built with."""
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())

@@ -10,14 +10,15 @@ import json
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from rnnembed import embedding
 from rnnembed.atomic import atomic_path, atomic_write
 from rnnembed.corpus import iter_texts
+from rnnembed.embedding import DEFAULT_POOLING, EmbeddingStream
 from rnnembed.errors import RnnembedError
 from rnnembed.generation import sample
 from rnnembed.model import ModelConfig, RecurrentLM, stream_loss
@@ -36,9 +37,6 @@ from rnnembed.training import (
     read_metrics,
 )
 
-if TYPE_CHECKING:
-    from rnnembed.embedding import EmbeddingStream
-
 log = logging.getLogger(__name__)
 
 CONFIG = "config.json"
@@ -50,6 +48,8 @@ VALID_FRACTION, VALID_MAX_TOKENS = 0.05, 200_000
 
 class LanguageModel:
     """A trained recurrent language model and its tokenizer."""
+
+    default_pooling = DEFAULT_POOLING
 
     def __init__(
         self, model: RecurrentLM, tokenizer: Tokenizer, train_config: TrainConfig | None = None
@@ -166,6 +166,8 @@ class LanguageModel:
                 result = trainer.run()
         else:
             result = trainer.run()
+        embedding.fit_corpus_stats(lm.model, train_ids.to(lm.device), tok.eos_id)
+        lm.save_weights(out / WEIGHTS)
         _write_curve(out)
         lm.last_result = result
         return lm
@@ -231,34 +233,28 @@ class LanguageModel:
     def encode(
         self,
         texts: Sequence[str],
-        pooling: str = "mean",
+        pooling: str = DEFAULT_POOLING,
         normalize: bool = True,
         batch_size: int = 64,
     ) -> np.ndarray:
-        """Embed texts from the model's hidden states: float32 (len(texts), dim)."""
-        from rnnembed.embedding import encode
+        """Embed texts: float32 (len(texts), dim), see :mod:`rnnembed.embedding`."""
+        return embedding.encode(
+            self, texts, pooling=pooling, normalize=normalize, batch_size=batch_size
+        )
 
-        return encode(self, texts, pooling=pooling, normalize=normalize, batch_size=batch_size)
-
-    def stream(self, pooling: str = "mean", normalize: bool = True) -> EmbeddingStream:
+    def stream(self, pooling: str = DEFAULT_POOLING, normalize: bool = True) -> EmbeddingStream:
         """A running embedding: ``feed`` text in chunks, read ``vector()`` at any time."""
-        from rnnembed.embedding import EmbeddingStream
-
         return EmbeddingStream(self, pooling=pooling, normalize=normalize)
 
-    def dim(self, pooling: str = "mean") -> int:
+    def dim(self, pooling: str = DEFAULT_POOLING) -> int:
         """Length of the vectors :meth:`encode` returns with this pooling."""
-        from rnnembed.embedding import embedding_dim
+        return embedding.embedding_dim(self.model, pooling)
 
-        return embedding_dim(self.model, pooling)
-
-    def fingerprint(self, pooling: str = "mean") -> str:
+    def fingerprint(self, pooling: str = DEFAULT_POOLING) -> str:
         """sha256 of weights, pooling and dimension: identifies what built an index.
         Computed once per pooling: a loaded model's weights are not expected to change."""
-        from rnnembed.embedding import fingerprint
-
         if pooling not in self._fingerprints:
-            self._fingerprints[pooling] = fingerprint(self.model, pooling)
+            self._fingerprints[pooling] = embedding.fingerprint(self.model, pooling)
         return self._fingerprints[pooling]
 
     # -- scoring and generating ----------------------------------------------------------------

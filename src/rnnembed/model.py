@@ -19,6 +19,7 @@ from rnnembed.config import JsonConfig
 from rnnembed.errors import RnnembedError
 
 CELLS = ("lstm", "gru", "elman", "mingru")
+HIDDEN_COMPONENTS, WORD_COMPONENTS = 1, 3  # common directions the sif pooling removes
 
 # One layer's carried state: (h, c) for an LSTM, h for the other cells; each (batch, hidden).
 LayerState = Tensor | tuple[Tensor, Tensor]
@@ -107,6 +108,24 @@ class MinGRU(nn.Module):
         return h, h[:, -1]
 
 
+class CorpusStats(nn.Module):
+    """What embeddings know of the training corpus: token frequencies p(w) and, for the ``sif``
+    pooling, the mean and principal directions of pooled hidden states and word vectors
+    (filled by :func:`rnnembed.embedding.fit_corpus_stats` at the end of training)."""
+
+    def __init__(self, vocab_size: int, hidden: int, words: int):
+        super().__init__()
+        self.register_buffer("frequencies", torch.zeros(vocab_size))
+        self.register_buffer("hidden_mean", torch.zeros(hidden))
+        self.register_buffer("hidden_components", torch.zeros(HIDDEN_COMPONENTS, hidden))
+        self.register_buffer("word_mean", torch.zeros(words))
+        self.register_buffer("word_components", torch.zeros(WORD_COMPONENTS, words))
+
+    @property
+    def fitted(self) -> bool:
+        return bool(self.hidden_components.any())
+
+
 class RecurrentLM(nn.Module):
     """Next-token model over token ids; its hidden state at each position is an embedding."""
 
@@ -129,6 +148,7 @@ class RecurrentLM(nn.Module):
                 self.decoder.weight = self.embed.weight
         # rank[id]: the id's position by training frequency; adaptive clusters group by rank
         self.register_buffer("rank", torch.arange(config.vocab_size))
+        self.stats = CorpusStats(config.vocab_size, sizes[-1], config.embedding_dims)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -141,8 +161,10 @@ class RecurrentLM(nn.Module):
     @torch.no_grad()
     def set_frequencies(self, counts: Tensor) -> None:
         """Start from the unigram model: the decoder bias becomes log p(id) (add-one smoothed),
-        and the adaptive softmax's clusters are ordered by these per-id training counts."""
+        the adaptive softmax's clusters are ordered by these per-id training counts, and the
+        embeddings' frequency weights come from them."""
         self.rank.copy_(torch.argsort(torch.argsort(counts, descending=True, stable=True)))
+        self.stats.frequencies.copy_(counts.float() / counts.sum())
         probs = (counts.float() + 1) / (counts.sum() + len(counts))
         if isinstance(self.decoder, nn.Linear):
             self.decoder.bias.copy_(probs.log())

@@ -77,7 +77,7 @@ class ServerConfig:
     """Limits and batching. Defaults: OpenAI's request limits, TEI's batch token budget."""
 
     model_name: str = "rnnembed"
-    pooling: str = "mean"  # of /v1/embeddings; a store keeps its own
+    pooling: str = "sif"  # of /v1/embeddings; a store keeps its own
     max_inputs: int = 2_048
     max_input_tokens: int = 8_192
     max_request_tokens: int = 300_000

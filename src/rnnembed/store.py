@@ -78,6 +78,8 @@ class EmbeddingModel(Protocol):
     def dim(self, pooling: str = ...) -> int: ...
     def fingerprint(self, pooling: str = ...) -> str: ...
 
+    # and optionally ``default_pooling``: what a store given no pooling uses (else "mean")
+
 
 @dataclass(frozen=True)
 class Hit:
@@ -116,7 +118,7 @@ class VectorStore:
         *,
         model: EmbeddingModel,
         collection: str = "default",
-        pooling: str = "mean",
+        pooling: str | None = None,
         analyzer: str | None = None,
         token: str = "",
         create: bool = True,
@@ -125,6 +127,7 @@ class VectorStore:
             raise RnnembedError(
                 f"unknown analyzer {analyzer!r}; choose one of {', '.join(ANALYZERS)}"
             )
+        pooling = pooling or getattr(model, "default_pooling", "mean")
         self.uri, self.model, self.collection, self.pooling = str(uri), model, collection, pooling
         self.dim = model.dim(pooling)
         self.fingerprint = model.fingerprint(pooling)

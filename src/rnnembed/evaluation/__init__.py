@@ -69,7 +69,7 @@ def evaluate(
     head = {"task": task, "mode": mode}
     if TASKS[task] == "retrieval":
         _encoder(model, mode, pooling)  # the same check; the store encodes
-        result = retrieval.run(task, model, mode, data_dir, split, file, pooling or "mean")
+        result = retrieval.run(task, model, mode, data_dir, split, file, pooling)
     else:
         run = senteval.run if TASKS[task] == "classification" else sts.run
         result = run(task, _encoder(model, mode, pooling), mode, data_dir, split, file)

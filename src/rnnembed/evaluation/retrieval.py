@@ -121,6 +121,8 @@ class _NoVectors:
     """Stands in for a model in bm25 mode, which needs no embeddings: every row gets the same
     constant unit vector, and no text is encoded."""
 
+    default_pooling = "mean"
+
     def encode(self, texts: Sequence[str], pooling: str = "mean") -> np.ndarray:
         return np.tile(np.array([1.0, 0.0], dtype=np.float32), (len(texts), 1))
 
@@ -138,7 +140,7 @@ def run(
     data_dir: str | Path | None = None,
     split: str | None = None,
     file: str | Path | None = None,
-    pooling: str = "mean",
+    pooling: str | None = None,
 ) -> dict:
     """nDCG@10 (the score) and recall@100 of ``model`` on the BEIR folder ``file`` or
     ``data_dir``, searched through a VectorStore in ``mode``. Documents with no text are not

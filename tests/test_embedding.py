@@ -1,0 +1,103 @@
+import numpy as np
+import pytest
+import torch
+
+from rnnembed import RnnembedError
+from rnnembed.embedding import POOLINGS
+from rnnembed.language_model import LanguageModel
+
+TINY = {"layers": 1, "hidden": 32, "batch_size": 8, "bptt": 16, "lr": 1e-2, "epochs": 0.5}
+TEXTS = [
+    "The for statement iterates over the items of any sequence.",
+    "a",
+    "",
+    "Exceptions are raised with the raise statement.\nA second line follows it",
+    "x " * 700,  # longer than one window of 512 tokens
+]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, small_corpus):
+    train, valid = small_corpus
+    folder = tmp_path_factory.mktemp("embedding-models")
+    return {
+        kind: LanguageModel.train(
+            [train],
+            folder / kind,
+            valid=[valid],
+            tokenizer=kind,
+            vocab_size=300 if kind == "bpe" else None,
+            **TINY,
+        )
+        for kind in ("bpe", "word", "char")
+    }
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_a_text_gets_the_same_vector_alone_or_in_any_batch(models, pooling):
+    lm = models["bpe"]
+    batch = lm.encode(TEXTS, pooling=pooling)
+    assert batch.shape == (len(TEXTS), lm.dim(pooling)) and batch.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(batch, axis=1), 1.0, atol=1e-5)
+    for i, text in enumerate(TEXTS):
+        np.testing.assert_allclose(lm.encode([text], pooling=pooling)[0], batch[i], atol=1e-5)
+    shuffled = lm.encode(TEXTS[::-1] + ["filler text", "more filler"], pooling=pooling)
+    np.testing.assert_allclose(shuffled[: len(TEXTS)][::-1], batch, atol=1e-5)
+
+
+def test_pooling_ignores_padding_exactly_as_the_definition_says(models):
+    lm = models["word"]
+    text = "the statement is a loop"
+    ids = [lm.tokenizer.eos_id, *lm.tokenizer.encode(text), lm.tokenizer.eos_id]
+    with torch.no_grad():  # the states after the opening eos
+        hidden = lm.model(torch.tensor([ids]), logits=False).hidden[0, 1:]
+    np.testing.assert_allclose(
+        lm.encode([text], pooling="mean", normalize=False)[0], hidden.mean(0).numpy(), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        lm.encode([text], pooling="last", normalize=False)[0], hidden[-1].numpy(), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        lm.encode([text], pooling="max", normalize=False)[0], hidden.amax(0).numpy(), atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("kind", ["bpe", "word", "char"])
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_the_stream_equals_batch_encoding(models, kind, pooling):
+    lm = models[kind]
+    text = TEXTS[3] + "  and then some more words, split anywhere"
+    stream = lm.stream(pooling=pooling)
+    for cut in range(0, len(text), 7):
+        stream.feed(text[cut : cut + 7])
+        so_far = text[: cut + 7]
+        if cut % 21 == 0:  # check along the way too
+            np.testing.assert_allclose(
+                stream.vector(), lm.encode([so_far], pooling=pooling)[0], atol=1e-5
+            )
+    np.testing.assert_allclose(stream.vector(), lm.encode([text], pooling=pooling)[0], atol=1e-5)
+
+
+def test_a_stream_saves_and_continues(models):
+    lm = models["bpe"]
+    first = lm.stream()
+    first.feed("Exceptions are raised with the ra")
+    second = lm.stream().restore(first.state())
+    first.feed("ise statement.")
+    second.feed("ise statement.")
+    np.testing.assert_allclose(second.vector(), first.vector(), atol=1e-6)
+    np.testing.assert_allclose(
+        second.vector(),
+        lm.encode(["Exceptions are raised with the raise statement."])[0],
+        atol=1e-5,
+    )
+    with pytest.raises(RnnembedError, match="another model or pooling"):
+        lm.stream(pooling="mean").restore(first.state())
+
+
+def test_bad_arguments_are_clear_errors(models):
+    lm = models["bpe"]
+    with pytest.raises(RnnembedError, match="unknown pooling"):
+        lm.encode(["x"], pooling="median")
+    with pytest.raises(RnnembedError, match="list of texts"):
+        lm.encode("just a string")
