@@ -6,9 +6,10 @@ bag-of-words baselines (TF-IDF, BM25) need no training: they are the ``bm25`` mo
 
 Training goes epoch by epoch until ``seconds`` are spent (at least one epoch, at most
 ``MAX_EPOCHS``): the first epoch runs at the initial learning rate and times the corpus; the
-budget then fixes the number of epochs, over which the rate decays linearly to ``min_alpha``. Text is split by
-:func:`rnnembed.evaluation.bow.words` (CJK text into characters). Seeded; one worker thread
-per core, as the language model trains on every core (so not bit-for-bit repeatable).
+budget then fixes the number of epochs, over which the rate decays linearly to ``min_alpha``.
+Text is split by :func:`rnnembed.evaluation.bow.words` (CJK text into characters). Seeded; one
+worker thread per core, as the language model trains on every core (so not bit-for-bit
+repeatable).
 """
 
 from __future__ import annotations
