@@ -102,7 +102,7 @@ def choose_defaults(config: TrainConfig, kind: str, vocab_size: int) -> TrainCon
     - softmax: adaptive (clusters at 10% and 40% of the vocabulary by frequency, untied) for
       vocabularies of ``ADAPTIVE_FROM`` ids or more, else a full softmax tied to the embedding;
     - words and subwords: 2×384 LSTM, 32 streams × 48 steps, AdamW 5e-3, dropout .1/.2/.3;
-      runs of 20 minutes or more: 2×768 with dropout .15/.3/.45;
+      runs of 20 minutes or more: 2×640 with dropout .1/.25/.4;
     - characters (and other small vocabularies): 2×512 LSTM, 16 streams × 64 steps, AdamW
       5e-3, dropout 0/.1/.1.
     """
@@ -120,8 +120,8 @@ def choose_defaults(config: TrainConfig, kind: str, vocab_size: int) -> TrainCon
         shape = {"layers": 2, "hidden": 512, "batch_size": 16, "bptt": 64, "lr": 5e-3}
         drops = (0.0, 0.1, 0.1)
     elif long_run:
-        shape = {"layers": 2, "hidden": 768, "batch_size": 32, "bptt": 48, "lr": 5e-3}
-        drops = (0.15, 0.3, 0.45)
+        shape = {"layers": 2, "hidden": 640, "batch_size": 32, "bptt": 48, "lr": 5e-3}
+        drops = (0.1, 0.25, 0.4)
     else:
         shape = {"layers": 2, "hidden": 384, "batch_size": 32, "bptt": 48, "lr": 5e-3}
         drops = (0.1, 0.2, 0.3)
