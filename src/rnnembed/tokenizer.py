@@ -47,6 +47,7 @@ class Tokenizer:
         self.kind = kind
         self._hf: HFTokenizer | None = hf
         if hf is not None:
+            hf.encode_special_tokens = True  # a literal "<eos>" in the text is text, not a token
             vocab = [hf.id_to_token(i) for i in range(hf.get_vocab_size())]
         self._vocab: list[str] = list(vocab or [])
         self._index = {token: i for i, token in enumerate(self._vocab)}
