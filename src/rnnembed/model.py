@@ -105,6 +105,7 @@ class MinGRU(nn.Module):
         a_star = F.pad(log_keep.cumsum(dim=1), (0, 0, 1, 0))
         log_values = torch.cat([log_h0, log_z + log_cand], dim=1)
         h = (a_star + torch.logcumsumexp(log_values - a_star, dim=1)).exp()[:, 1:]
+        h = h.to(gate.dtype)  # the scan runs in float32 under autocast; give back the step's dtype
         return h, h[:, -1]
 
 
