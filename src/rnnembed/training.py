@@ -52,6 +52,7 @@ class TrainConfig(JsonConfig):
     embedding: int = 0
     tie_weights: bool = True
     nonlinearity: str = "tanh"
+    bidirectional: bool = False  # also a backward LM, for embeddings that read both ways
     dropout_embedding: float | None = None
     dropout_hidden: float | None = None
     dropout_output: float | None = None
@@ -266,28 +267,26 @@ class Trainer:
     def budget_seconds(self) -> float | None:
         return None if self.config.minutes is None else 60.0 * self.config.minutes
 
-    def _eval_reserve(self, probes: int) -> float:
-        """Seconds that ``probes`` more probe evaluations and the final full one will take."""
-        tokens = probes * len(self.valid_probe) + len(self.valid_ids)
-        return tokens * self.eval_seconds_per_token
+    @property
+    def _end_reserve(self) -> float:
+        """Seconds the last probe and the final full evaluation will take (as measured)."""
+        return (len(self.valid_probe) + len(self.valid_ids)) * self.eval_seconds_per_token
 
-    def _replan(self, steps_done: int, step_seconds: float) -> None:
-        """With a time budget: total steps = steps so far + the time left for training (the
-        budget less the evaluations still to come) × the measured step rate."""
+    def _replan(self, steps_done: int, seconds: float) -> None:
+        """With a time budget: total steps = steps so far + the time left (less the final
+        evaluation) × the wall-clock step rate of this run, probes included, so a slow probe
+        slows the plan down in proportion and never swallows it."""
         budget = self.budget_seconds
-        if budget is None or steps_done < 5 or step_seconds <= 0:
+        if budget is None or steps_done < 5 or seconds <= 0:
             return
-        probes_left = max(self.config.evaluations - self.evals_done, 1)
-        remaining = max(budget - self.elapsed - self._eval_reserve(probes_left), 0.0)
-        self.total_steps = max(
-            self.step + 1, self.step + int(remaining * steps_done / step_seconds)
-        )
+        remaining = max(budget - self.elapsed - self._end_reserve, 0.0)
+        self.total_steps = max(self.step + 1, self.step + int(remaining * steps_done / seconds))
 
     @property
     def out_of_time(self) -> bool:
         """The budget is spent, keeping room for the last probe and the final evaluation."""
         budget = self.budget_seconds
-        return budget is not None and self.elapsed + self._eval_reserve(1) >= budget
+        return budget is not None and self.elapsed + self._end_reserve >= budget
 
     @property
     def progress_fraction(self) -> float:
@@ -377,7 +376,7 @@ class Trainer:
     def finished(self) -> str | None:
         if self.out_of_time:
             return "budget"
-        if self.config.epochs is not None and self.step >= self.total_steps:
+        if self.step >= self.total_steps:  # the planned steps (for --minutes, re-planned) are done
             return "budget"
         if self.config.patience and self.bad_evals >= self.config.patience:
             return "early stop"
@@ -391,22 +390,20 @@ class Trainer:
         then score the kept (best) weights on the whole validation text."""
         clock = time.perf_counter
         run_start, start_step, start_elapsed = clock(), self.step, self.elapsed
-        last_checkpoint, outside_steps = clock(), 0.0  # time spent evaluating and saving
+        last_checkpoint = clock()
         while (stopped := self.finished()) is None:
             loss = self.step_once()
             self.elapsed = start_elapsed + clock() - run_start
             if self.step % 10 == 0:
-                self._replan(self.step - start_step, clock() - run_start - outside_steps)
+                self._replan(self.step - start_step, clock() - run_start)
             if self.out_of_time:
                 self.total_steps = self.step  # the budget is spent: the schedule ends here
             evaluated = self.eval_due()
-            pause = clock()
             if evaluated:
                 self.evaluate()
             if evaluated or clock() - last_checkpoint >= 60 * self.config.checkpoint_minutes:
                 self.save_checkpoint()
                 last_checkpoint = clock()
-            outside_steps += clock() - pause
             self.elapsed = start_elapsed + clock() - run_start
             if self.progress is not None:
                 self.progress(self, {"loss": loss})
@@ -417,19 +414,7 @@ class Trainer:
             self.restore_best()
         final = self.score(self.valid_ids)  # the kept weights on the whole validation text
         self.elapsed = start_elapsed + clock() - run_start
-        if self.on_eval is not None:
-            self.on_eval(
-                self,
-                {
-                    "final": True,
-                    "step": self.step,
-                    "tokens": self.tokens,
-                    "seconds": round(self.elapsed, 3),
-                    "valid_loss": final,
-                    "valid_ppl": math.exp(min(final, 50)),
-                },
-            )
-        return TrainResult(
+        result = TrainResult(
             steps=self.step,
             tokens=self.tokens,
             seconds=round(self.elapsed, 2),
@@ -439,6 +424,9 @@ class Trainer:
             tokens_per_s=round(self.tokens / max(self.elapsed, 1e-9), 1),
             stopped=stopped,
         )
+        if self.on_eval is not None:
+            self.on_eval(self, {"final": True, "step": self.step, **result.to_dict()})
+        return result
 
     # -- checkpoints -------------------------------------------------------------------------
 
