@@ -63,7 +63,7 @@ def arguments() -> argparse.Namespace:
         help="word2vec/Doc2Vec budget (default: the same as the model's)",
     )
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated subset")
-    parser.add_argument("--pooling", default="mean")
+    parser.add_argument("--pooling", default=None, help="default: the model's (sif)")
     parser.add_argument("--tokenizer", default="bpe")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(

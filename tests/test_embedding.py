@@ -101,3 +101,25 @@ def test_bad_arguments_are_clear_errors(models):
         lm.encode(["x"], pooling="median")
     with pytest.raises(RnnembedError, match="list of texts"):
         lm.encode("just a string")
+
+
+def test_a_bidirectional_model_reads_both_ways(tmp_path, small_corpus):
+    train, valid = small_corpus
+    out = tmp_path / "bi"
+    lm = LanguageModel.train(
+        [train], out, valid=[valid], tokenizer="bpe", vocab_size=300, bidirectional=True, **TINY
+    )
+    assert (out / "backward" / "model.safetensors").is_file() and len(lm.results) == 2
+    again = LanguageModel.load(out)
+    assert again.backward is not None and again.dim() == 2 * lm.model.hidden_size + 2 * 32
+    texts = ["The for statement iterates.", "Exceptions are raised."]
+    both = again.encode(texts)
+    np.testing.assert_allclose(np.linalg.norm(both, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(both, lm.encode(texts), atol=1e-5)
+    forward_only = LanguageModel(again.model, again.tokenizer)
+    half = both.shape[1] // 2
+    np.testing.assert_allclose(both[:, :half] * np.sqrt(2), forward_only.encode(texts), atol=1e-5)
+    reversed_text = " ".join(reversed(texts[0].split()))
+    assert not np.allclose(again.encode([reversed_text]), both[:1], atol=1e-3)
+    with pytest.raises(RnnembedError, match="cannot stream"):
+        again.stream()

@@ -128,8 +128,9 @@ def test_embed_writes_one_vector_per_line(capsys, model, corpus, tmp_path):
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
     code, out, _ = run(capsys, "embed", model, corpus / "notes", "--out", out_file)
     assert code == 0 and f"3 × {dim}" in out and np.load(out_file).shape == (3, dim)
-    code, out, _ = run(capsys, "embed", model, corpus / "notes", "--out", out_file,
-                       "--pooling", "mean")
+    code, out, _ = run(
+        capsys, "embed", model, corpus / "notes", "--out", out_file, "--pooling", "mean"
+    )
     assert code == 0 and np.load(out_file).shape == (3, 32)
 
 

@@ -147,6 +147,9 @@ def train(
     batch_size: Annotated[int, typer.Option(help="Parallel streams (0: pick).")] = 0,
     bptt: Annotated[int, typer.Option(help="Steps of backpropagation through time (0: pick).")] = 0,
     seed: Annotated[int, typer.Option(help="One seed for everything.")] = 0,
+    bidirectional: Annotated[
+        bool, typer.Option(help="Also train a backward LM; embeddings then read both ways.")
+    ] = False,
     encoding: Encoding = "utf-8",
     field: Field = "text",
     column: Column = "text",
@@ -173,6 +176,7 @@ def train(
         "batch_size": batch_size,
         "bptt": bptt,
         "seed": seed,
+        "bidirectional": bidirectional,
     }
     lm = LanguageModel.train(
         corpus,
@@ -188,6 +192,10 @@ def train(
         **({} if resume else options),
     )
     summary = {**lm.last_result.to_dict(), "out": str(out)}
+    if lm.backward is not None:
+        backward = lm.results[1]
+        summary["backward_valid_loss"] = backward.valid_loss
+        summary["backward_valid_ppl"] = backward.valid_ppl
     if as_json:
         _print_json(summary)
     else:

@@ -12,7 +12,9 @@ the token it just read (its input embedding). Poolings:
   centred and cleared of its main directions over the training corpus (1 for the states, 3 for
   the word vectors), unit length, the state block at half the weight of the word block.
 
-Padding never enters a pool, so a text gets the same vector alone or in any batch.
+A bidirectional model (a forward and a backward LM, as ELMo and Flair) reads the text both
+ways and concatenates the two vectors. Padding never enters a pool, so a text gets the same
+vector alone or in any batch.
 """
 
 from __future__ import annotations
@@ -44,11 +46,20 @@ def check_pooling(pooling: str) -> None:
         raise RnnembedError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
 
 
-def embedding_dim(model: RecurrentLM, pooling: str) -> int:
+def _model_dim(model: RecurrentLM, pooling: str) -> int:
     check_pooling(pooling)
     if pooling == "sif":
         return model.hidden_size + model.config.embedding_dims
     return model.hidden_size * (2 if pooling == "mean+max" else 1)
+
+
+def directions(lm: LanguageModel) -> list[RecurrentLM]:
+    """The model, and for a bidirectional one its backward model too."""
+    return [lm.model] if lm.backward is None else [lm.model, lm.backward]
+
+
+def embedding_dim(lm: LanguageModel, pooling: str) -> int:
+    return sum(_model_dim(model, pooling) for model in directions(lm))
 
 
 class Pool:
@@ -175,8 +186,8 @@ def pooled_batches(
         yield chosen, pool
 
 
-def _check_stats(model: RecurrentLM, pooling: str) -> None:
-    if pooling == "sif" and not model.stats.fitted:
+def _check_stats(lm: LanguageModel, pooling: str) -> None:
+    if pooling == "sif" and not all(model.stats.fitted for model in directions(lm)):
         raise RnnembedError(
             "this model has no corpus statistics for the sif pooling (they are fitted at the "
             "end of `rnnembed train`); pass another --pooling, e.g. mean"
@@ -199,13 +210,21 @@ def encode(
     check_pooling(pooling)
     if isinstance(texts, str):
         raise RnnembedError("encode takes a list of texts; wrap a single text in a list")
-    model, eos = lm.model.eval(), lm.tokenizer.eos_id
-    _check_stats(model, pooling)
-    out = np.zeros((len(texts), embedding_dim(model, pooling)), dtype=np.float32)
-    sequences = [[eos, *ids, eos] for ids in lm.tokenizer.encode_batch(list(texts))]
-    for chosen, pool in pooled_batches(model, sequences, batch_size, lm.device):
-        out[chosen] = pool.vectors(pooling, normalize, model.stats).cpu().numpy()
-    return out
+    _check_stats(lm, pooling)
+    eos = lm.tokenizer.eos_id
+    token_ids = lm.tokenizer.encode_batch(list(texts))
+    parts = []
+    for model in directions(lm):
+        backward = model is lm.backward
+        sequences = [[eos, *(ids[::-1] if backward else ids), eos] for ids in token_ids]
+        part = np.zeros((len(texts), _model_dim(model, pooling)), dtype=np.float32)
+        for chosen, pool in pooled_batches(model.eval(), sequences, batch_size, lm.device):
+            part[chosen] = pool.vectors(pooling, normalize, model.stats).cpu().numpy()
+        parts.append(part)
+    if len(parts) == 1:
+        return parts[0]
+    out = np.concatenate(parts, axis=1)
+    return out / np.sqrt(len(parts)) if normalize else out  # unit parts: a unit whole
 
 
 @torch.no_grad()
@@ -247,7 +266,12 @@ class EmbeddingStream:
 
     def __init__(self, lm: LanguageModel, pooling: str = DEFAULT_POOLING, normalize: bool = True):
         check_pooling(pooling)
-        _check_stats(lm.model, pooling)
+        if lm.backward is not None:
+            raise RnnembedError(
+                "a bidirectional model cannot stream: its backward half reads from the end; "
+                "use encode, or a forward-only model"
+            )
+        _check_stats(lm, pooling)
         self.lm, self.pooling, self.normalize = lm, pooling, normalize
         self.pending = ""
         self.tokens = 0
@@ -308,12 +332,13 @@ class EmbeddingStream:
         return self
 
 
-def fingerprint(model: RecurrentLM, pooling: str) -> str:
-    """sha256 of the weights and corpus statistics, the pooling and the dimension: what an
-    index was built with."""
+def fingerprint(lm: LanguageModel, pooling: str) -> str:
+    """sha256 of the weights and corpus statistics (of both directions), the pooling and the
+    dimension: what an index was built with."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    digest.update(f"{pooling}:{embedding_dim(model, pooling)}".encode())
+    for model in directions(lm):
+        for name, tensor in sorted(model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(f"{pooling}:{embedding_dim(lm, pooling)}".encode())
     return digest.hexdigest()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -43,22 +44,34 @@ CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 TOKENIZER = "tokenizer.json"
 CURVE = "training_curve.png"
+BACKWARD = "backward"  # the folder of a bidirectional model's backward half
 VALID_FRACTION, VALID_MAX_TOKENS = 0.05, 200_000
 
 
 class LanguageModel:
-    """A trained recurrent language model and its tokenizer."""
+    """A trained recurrent language model and its tokenizer; a bidirectional one also has a
+    ``backward`` model (trained on reversed text) that embeddings read the text with."""
 
     default_pooling = DEFAULT_POOLING
 
     def __init__(
-        self, model: RecurrentLM, tokenizer: Tokenizer, train_config: TrainConfig | None = None
+        self,
+        model: RecurrentLM,
+        tokenizer: Tokenizer,
+        train_config: TrainConfig | None = None,
+        backward: RecurrentLM | None = None,
     ):
         self.model = model
+        self.backward = backward
         self.tokenizer = tokenizer
         self.train_config = train_config or TrainConfig()
-        self.last_result: TrainResult | None = None
+        self.results: list[TrainResult] = []  # of the last training: forward (, backward)
         self._fingerprints: dict[str, str] = {}
+
+    @property
+    def last_result(self) -> TrainResult | None:
+        """The (forward) model's training result, after :meth:`train`."""
+        return self.results[0] if self.results else None
 
     @property
     def config(self) -> ModelConfig:
@@ -89,8 +102,10 @@ class LanguageModel:
         """Train on the files and folders in ``corpus`` and write the model folder ``out``.
 
         ``options`` are :class:`TrainConfig` fields (``cell``, ``layers``, ``hidden``,
-        ``minutes``, ``epochs``, ``seed``, ...); what is left open is chosen for the budget.
-        With ``resume`` the run in ``out`` continues where its last checkpoint left it.
+        ``minutes``, ``epochs``, ``seed``, ``bidirectional``, ...); what is left open is chosen
+        for the budget. With ``resume`` the run in ``out`` continues where its last checkpoint
+        left it. A bidirectional model trains a forward LM into ``out``, then a backward one (on
+        the reversed token stream) into ``out/backward``, each on half of a time budget.
         """
         out = Path(out)
         read = {"encoding": encoding, "field": field, "column": column}
@@ -108,7 +123,6 @@ class LanguageModel:
             if unknown:
                 raise RnnembedError(f"unknown training options: {', '.join(sorted(unknown))}")
             config = TrainConfig(**options)
-            torch.manual_seed(config.seed)
             tok = Tokenizer.train(iter_texts(corpus, **read), kind=tokenizer, vocab_size=vocab_size)
         train_ids = torch.from_numpy(tok.encode_stream(iter_texts(corpus, **read))[0])
         if valid:
@@ -117,36 +131,22 @@ class LanguageModel:
             held = min(int(len(train_ids) * VALID_FRACTION), VALID_MAX_TOKENS)
             train_ids, valid_ids = train_ids[:-held], train_ids[-held:]
             log.info("no --valid given: holding out the last %d tokens for validation", held)
-        if not resume:
-            config = choose_defaults(config, tok.kind, tok.vocab_size)
-        torch.manual_seed(config.seed)
-        lm = cls(RecurrentLM(model_config(config, tok.vocab_size)), tok, config)
-        lm.model.set_frequencies(torch.bincount(train_ids, minlength=tok.vocab_size))
         fingerprint = _fingerprint(train_ids, valid_ids)
         if resume and saved.get("data_fingerprint") != fingerprint:
             raise RnnembedError(
                 f"{out}: the corpus differs from the one this run started on; resume with the "
                 "same files (and --valid), or start a new run in another folder"
             )
-        lm._write_config(out, fingerprint)
         if not resume:
+            config = choose_defaults(config, tok.kind, tok.vocab_size)
+            _write_config(out, model_config(config, tok.vocab_size), config, tok, fingerprint)
             tok.save(out / TOKENIZER)
-        trainer = Trainer(
-            lm.model,
-            config,
-            train_ids,
-            valid_ids,
-            tok.eos_id,
-            out,
-            on_eval=lm._on_eval,
-            restore_best=lambda: _load_weights(out / WEIGHTS, lm.model),
-        )
         log.info(
-            "training %s %d×%d (%s parameters), batch %d × bptt %d, %s, lr %g, on %s tokens",
+            "training %s%s %d×%d, batch %d × bptt %d, %s, lr %g, on %s tokens",
+            "bidirectional " if config.bidirectional else "",
             config.cell,
             config.layers,
             config.hidden,
-            f"{sum(p.numel() for p in lm.model.parameters()):,}",
             config.batch_size,
             config.bptt,
             f"{config.minutes} minutes"
@@ -155,56 +155,32 @@ class LanguageModel:
             config.lr,
             f"{len(train_ids):,}",
         )
-        if resume:
-            trainer.load_checkpoint()
-            _truncate_metrics(out, trainer.step)
-        if progress:
-            from rnnembed.progress import TrainingProgress
-
-            with TrainingProgress() as bar:
-                trainer.progress = bar.update
-                result = trainer.run()
-        else:
-            result = trainer.run()
-        embedding.fit_corpus_stats(lm.model, train_ids.to(lm.device), tok.eos_id)
-        lm.save_weights(out / WEIGHTS)
-        _write_curve(out)
-        lm.last_result = result
+        halves = config.bidirectional and config.minutes is not None
+        each = replace(config, minutes=config.minutes / 2) if halves else config
+        runs = [(out, train_ids, valid_ids)]
+        if config.bidirectional:
+            runs.append((out / BACKWARD, train_ids.flip(0), valid_ids.flip(0)))
+        trained = [
+            _train_direction(folder, each, tok, ids, held, resume, progress)
+            for folder, ids, held in runs
+        ]
+        lm = cls(
+            trained[0][0], tok, config, backward=trained[1][0] if config.bidirectional else None
+        )
+        lm.results = [result for _, result in trained]
         return lm
-
-    def _on_eval(self, trainer: Trainer, record: dict) -> None:
-        out = trainer.out
-        with open(out / METRICS, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        if record.get("improved"):
-            self.save_weights(out / WEIGHTS)
 
     # -- files -------------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> None:
-        """Write ``config.json``, ``model.safetensors`` and ``tokenizer.json`` into ``path``."""
+        """Write ``config.json``, ``model.safetensors`` (and ``backward/model.safetensors``)
+        and ``tokenizer.json`` into ``path``."""
         path = Path(path)
-        self._write_config(path)
-        self.save_weights(path / WEIGHTS)
+        _write_config(path, self.config, self.train_config, self.tokenizer)
+        _save_weights(self.model, path / WEIGHTS)
+        if self.backward is not None:
+            _save_weights(self.backward, path / BACKWARD / WEIGHTS)
         self.tokenizer.save(path / TOKENIZER)
-
-    def save_weights(self, path: Path) -> None:
-        tensors = {k: v.detach().cpu().contiguous() for k, v in model_tensors(self.model).items()}
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata={"format": "rnnembed"})
-
-    def _write_config(self, path: Path, fingerprint: str | None = None) -> None:
-        from rnnembed import __version__
-
-        data = {
-            "rnnembed_version": __version__,
-            "model": self.config.to_dict(),
-            "train": self.train_config.to_dict(),
-            "tokenizer": {"kind": self.tokenizer.kind, "vocab_size": self.tokenizer.vocab_size},
-        }
-        if fingerprint is not None:
-            data["data_fingerprint"] = fingerprint
-        atomic_write(path / CONFIG, json.dumps(data, indent=2))
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> LanguageModel:
@@ -223,10 +199,13 @@ class LanguageModel:
                 f"{path}: the tokenizer ({tokenizer.vocab_size} ids) does not match the model "
                 f"({config.vocab_size}); restore the folder's files from one run"
             )
-        model = _load_weights(path / WEIGHTS, RecurrentLM(config))
-        lm = cls(model.to(device), tokenizer, TrainConfig.from_dict(saved.get("train", {})))
-        lm.model.eval()
-        return lm
+        train_config = TrainConfig.from_dict(saved.get("train", {}))
+        model = _load_weights(path / WEIGHTS, RecurrentLM(config)).to(device).eval()
+        backward = None
+        if train_config.bidirectional:
+            backward = _load_weights(path / BACKWARD / WEIGHTS, RecurrentLM(config))
+            backward = backward.to(device).eval()
+        return cls(model, tokenizer, train_config, backward=backward)
 
     # -- embeddings --------------------------------------------------------------------------
 
@@ -248,13 +227,13 @@ class LanguageModel:
 
     def dim(self, pooling: str = DEFAULT_POOLING) -> int:
         """Length of the vectors :meth:`encode` returns with this pooling."""
-        return embedding.embedding_dim(self.model, pooling)
+        return embedding.embedding_dim(self, pooling)
 
     def fingerprint(self, pooling: str = DEFAULT_POOLING) -> str:
         """sha256 of weights, pooling and dimension: identifies what built an index.
         Computed once per pooling: a loaded model's weights are not expected to change."""
         if pooling not in self._fingerprints:
-            self._fingerprints[pooling] = embedding.fingerprint(self.model, pooling)
+            self._fingerprints[pooling] = embedding.fingerprint(self, pooling)
         return self._fingerprints[pooling]
 
     # -- scoring and generating ----------------------------------------------------------------
@@ -298,6 +277,87 @@ class LanguageModel:
             seed=seed,
         )
         return self.tokenizer.decode(prompt_ids + drawn)
+
+
+def _train_direction(
+    out: Path,
+    config: TrainConfig,
+    tok: Tokenizer,
+    train_ids: torch.Tensor,
+    valid_ids: torch.Tensor,
+    resume: bool,
+    progress: bool,
+) -> tuple[RecurrentLM, TrainResult]:
+    """Train one model into ``out`` (weights, metrics, curve, checkpoint); with ``resume``,
+    continue its checkpoint, or take it as it is if its run has finished."""
+    finals = [r for r in read_metrics(out) if r.get("final")] if resume else []
+    torch.manual_seed(config.seed)
+    model = RecurrentLM(model_config(config, tok.vocab_size))
+    model.set_frequencies(torch.bincount(train_ids, minlength=tok.vocab_size))
+    if finals:
+        return _load_weights(out / WEIGHTS, model), TrainResult.from_dict(finals[-1])
+    trainer = Trainer(
+        model,
+        config,
+        train_ids,
+        valid_ids,
+        tok.eos_id,
+        out,
+        on_eval=_log_evaluation,
+        restore_best=lambda: _load_weights(out / WEIGHTS, model),
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    if resume and (out / CHECKPOINT).is_file():
+        trainer.load_checkpoint()
+        _truncate_metrics(out, trainer.step)
+    elif resume:  # killed before its first checkpoint: start this model afresh
+        _truncate_metrics(out, -1)
+    if progress:
+        from rnnembed.progress import TrainingProgress
+
+        with TrainingProgress() as bar:
+            trainer.progress = bar.update
+            result = trainer.run()
+    else:
+        result = trainer.run()
+    embedding.fit_corpus_stats(model, train_ids.to(trainer.device), tok.eos_id)
+    _save_weights(model, out / WEIGHTS)
+    _write_curve(out)
+    return model, result
+
+
+def _log_evaluation(trainer: Trainer, record: dict) -> None:
+    """Append the evaluation to metrics.jsonl; keep the weights of each improvement."""
+    with open(trainer.out / METRICS, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+    if record.get("improved"):
+        _save_weights(trainer.model, trainer.out / WEIGHTS)
+
+
+def _save_weights(model: RecurrentLM, path: Path) -> None:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model_tensors(model).items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "rnnembed"})
+
+
+def _write_config(
+    path: Path,
+    config: ModelConfig,
+    train_config: TrainConfig,
+    tokenizer: Tokenizer,
+    fingerprint: str | None = None,
+) -> None:
+    from rnnembed import __version__
+
+    data = {
+        "rnnembed_version": __version__,
+        "model": config.to_dict(),
+        "train": train_config.to_dict(),
+        "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size},
+    }
+    if fingerprint is not None:
+        data["data_fingerprint"] = fingerprint
+    atomic_write(path / CONFIG, json.dumps(data, indent=2))
 
 
 def _check_fresh(out: Path) -> None:

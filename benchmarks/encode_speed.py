@@ -1,0 +1,159 @@
+"""Encoding speed: sentences/s on STS-B sentences and time on long texts, beside a transformer
+encoder of all-MiniLM-L6-v2's shape (6 layers, 384 wide, 12 heads, FFN 1536, random weights:
+speed only) in the same run; streaming µs/token at 100 and at 100,000 tokens; peak memory.
+
+python benchmarks/encode_speed.py --model OUT/wikitext-2   (the quality benchmark's model)
+Both encoders run in float32 on the same token ids, batch 64, texts sorted by length; the
+transformer, like MiniLM, reads at most 512 tokens at once, so a long text is cut into 512-token
+chunks (encoded as one batch) whose vectors are averaged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import emit
+from torch import nn
+
+from rnnembed.datasets import dataset_path
+from rnnembed.language_model import LanguageModel
+
+MAX_POSITIONS = 512
+
+
+class MiniLMShape(nn.Module):
+    """A BERT-style encoder of all-MiniLM-L6-v2's shape with random weights, mean-pooled."""
+
+    def __init__(self, vocab: int = 30522, width: int = 384, layers: int = 6, heads: int = 12):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.position = nn.Embedding(MAX_POSITIONS, width)
+        layer = nn.TransformerEncoderLayer(
+            width, heads, 4 * width, activation="gelu", batch_first=True, norm_first=False
+        )
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=True)
+
+    @torch.no_grad()
+    def forward(self, ids: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(ids.shape[1])
+        h = self.encoder(self.embed(ids) + self.position(positions), src_key_padding_mask=pad)
+        keep = (~pad).unsqueeze(-1).float()
+        return (torch.nan_to_num(h) * keep).sum(1) / keep.sum(1)
+
+
+def transformer_encode(model: MiniLMShape, sequences: list[list[int]], batch: int = 64) -> None:
+    """Encode token sequences as MiniLM would: chunks of ≤512, batched in order of length."""
+    chunks = [s[i : i + MAX_POSITIONS] for s in sequences for i in range(0, len(s), MAX_POSITIONS)]
+    chunks.sort(key=len)
+    for start in range(0, len(chunks), batch):
+        part = chunks[start : start + batch]
+        longest = max(len(c) for c in part)
+        ids = torch.zeros(len(part), longest, dtype=torch.long)
+        pad = torch.ones(len(part), longest, dtype=torch.bool)
+        for row, chunk in enumerate(part):
+            ids[row, : len(chunk)] = torch.tensor([t % 30522 for t in chunk])
+            pad[row, : len(chunk)] = False
+        model(ids, pad)
+
+
+def best_of(runs: int, work) -> float:
+    """The fastest of a few timed runs (seconds), after one warm-up."""
+    work()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def stsb_sentences(limit: int) -> list[str]:
+    from rnnembed.datasets import data_dir
+
+    root = data_dir()
+    if root is None or not (root / "stsb" / "sts-dev.csv").is_file():
+        raise SystemExit("needs stsb/sts-dev.csv under $RNNEMBED_DATA_DIR")
+    sentences: list[str] = []
+    for name in ("sts-dev.csv", "sts-train.csv"):
+        with open(root / "stsb" / name, encoding="utf-8") as f:
+            for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
+                sentences.extend(row[5:7])
+    return list(dict.fromkeys(s for s in sentences if s.strip()))[:limit]
+
+
+def long_text(lm: LanguageModel, words: list[str], tokens: int) -> str:
+    """A real WikiText-2 passage of exactly ``tokens`` tokens under the model's tokenizer."""
+    ids = lm.tokenizer.encode(" ".join(words[: 2 * tokens]))[:tokens]
+    return lm.tokenizer.decode(ids)
+
+
+def stream_cost(lm: LanguageModel, words: list[str], upto: int) -> dict:
+    """µs per token, feeding real text word by word: over tokens 50 to 150, and over the
+    1,000 tokens before ``upto``."""
+    stream = lm.stream()
+    windows = {100: (50, 150), upto: (upto - 1000, upto)}
+    starts: dict[int, tuple[float, int]] = {}
+    costs: dict[int, float] = {}
+    for word in words:
+        stream.feed(word + " ")
+        fed, now = stream.tokens, time.perf_counter()
+        for mark, (low, high) in windows.items():
+            if mark not in starts and fed >= low:
+                starts[mark] = (now, fed)
+            elif mark in starts and mark not in costs and fed >= high:
+                began, began_tokens = starts[mark]
+                costs[mark] = (now - began) / (fed - began_tokens) * 1e6
+        if len(costs) == len(windows):
+            break
+    return {f"stream_us_per_token_at_{k}": round(v, 1) for k, v in sorted(costs.items())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True, help="a model folder")
+    parser.add_argument("--sentences", type=int, default=2000)
+    parser.add_argument("--stream-tokens", type=int, default=100_000)
+    args = parser.parse_args()
+
+    lm = LanguageModel.load(args.model)
+    transformer = MiniLMShape().eval()
+    sentences = stsb_sentences(args.sentences)
+    sentence_ids = lm.tokenizer.encode_batch(sentences)
+    ours = best_of(2, lambda: lm.encode(sentences, batch_size=64))
+    theirs = best_of(2, lambda: transformer_encode(transformer, sentence_ids))
+    result = {
+        "benchmark": "encode_speed",
+        "model": str(args.model),
+        "pooling": lm.default_pooling,
+        "dim": lm.dim(),
+        "stsb_sentences": len(sentences),
+        "mean_tokens_per_sentence": round(float(np.mean([len(s) for s in sentence_ids])), 1),
+        "ours_sentences_per_s": round(len(sentences) / ours, 1),
+        "transformer_sentences_per_s": round(len(sentences) / theirs, 1),
+    }
+    result["speedup_stsb"] = round(theirs / ours, 2)
+
+    words = dataset_path("wikitext-2", "train").read_text(encoding="utf-8").split()
+    long = {}
+    for tokens in (1000, 2000, 4000):
+        text = long_text(lm, words, tokens)
+        ids = [lm.tokenizer.encode(text)] * 8
+        t_ours = best_of(2, lambda text=text: lm.encode([text] * 8)) / 8
+        t_theirs = best_of(2, lambda ids=ids: transformer_encode(transformer, ids)) / 8
+        long[tokens] = {
+            "ours_s": round(t_ours, 4),
+            "transformer_s": round(t_theirs, 4),
+            "speedup": round(t_theirs / t_ours, 2),
+        }
+    result["long_texts"] = long
+    result.update(stream_cost(lm, words, args.stream_tokens))
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+import pytest
+
+from rnnembed import RnnembedError
+from rnnembed.cli import main
+from rnnembed.quickstart import MARKER, documentation_sections, prepare_folder
+
+
+def test_the_corpus_is_pythons_own_documentation():
+    sections = dict(documentation_sections())
+    assert len(sections) > 1000
+    assert "topic:for" in sections and 'The "for" statement' in sections["topic:for"]
+    assert any(name.startswith("json") for name in sections)  # stdlib docstrings via ast
+
+
+def test_only_a_quickstart_folder_is_cleared(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("do not delete")
+    with pytest.raises(RnnembedError, match="not made by the quickstart"):
+        prepare_folder(mine)
+    assert (mine / "thesis.txt").read_text() == "do not delete"
+    ours = tmp_path / "ours"
+    prepare_folder(ours)
+    (ours / "old-model").mkdir()
+    prepare_folder(ours)
+    assert sorted(p.name for p in ours.iterdir()) == [MARKER]
+
+
+def test_the_quickstart_runs_end_to_end(tmp_path, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["quickstart", "--folder", str(tmp_path / "qs"), "--minutes", "0.05", "--quiet"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0
+    assert "held-out perplexity" in out and "sample" in out
+    for query in ("read a file line by line", "sort a list in place"):
+        assert query in out
+    assert "rnnembed train my_docs/" in out
+    assert (tmp_path / "qs" / "index.db").is_dir() and (tmp_path / "qs" / "model").is_dir()
