@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from rnnembed import RnnembedError
 from rnnembed.language_model import LanguageModel
-from rnnembed.model import CELLS
+from rnnembed.model import CELLS, ModelConfig, RecurrentLM
 from rnnembed.training import CHECKPOINT, TrainConfig, lr_factor
 
 TINY = {"layers": 1, "hidden": 32, "batch_size": 8, "bptt": 16, "lr": 1e-2}
@@ -36,6 +36,19 @@ def test_every_cell_learns(tmp_path, small_corpus, cell):
         CHECKPOINT,
     ):
         assert (tmp_path / cell / name).is_file()
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_every_cell_trains_an_adaptive_softmax_under_bf16_autocast(cell):
+    config = ModelConfig(vocab_size=60, cell=cell, hidden=16, softmax="adaptive", cutoffs=[10, 30])
+    model = RecurrentLM(config)
+    model.set_frequencies(torch.arange(60, 0, -1))
+    ids = torch.randint(0, 60, (4, 12))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        nll = model(ids[:, :-1], logits=False, targets=ids[:, 1:]).nll
+    nll.mean().backward()
+    assert torch.isfinite(nll).all() and nll.shape == (4, 11) and nll.dtype == torch.float32
+    assert all(p.grad is not None for p in model.rnns.parameters())
 
 
 def test_minutes_budget_stops_the_run(tmp_path, small_corpus):
