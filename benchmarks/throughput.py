@@ -41,7 +41,7 @@ def forward_flops(config: ModelConfig, tail_fraction: list[float]) -> float:
     inputs = [config.embedding_dims, *sizes[:-1]]
     flops = 0.0
     for i, h in zip(inputs, sizes, strict=True):
-        flops += 2 * (2 * h * i if config.cell == "mingru" else GATES[config.cell] * h * (i + h))
+        flops += 2 * GATES[config.cell] * h * (i + h)
     h = sizes[-1]
     if config.softmax == "full":
         return flops + 2 * h * config.vocab_size
@@ -95,7 +95,7 @@ def main() -> None:
         ("ptb recipe (5 minutes)", recipe),
         ("ptb recipe, fp32", TrainConfig(**{**recipe.to_dict(), "precision": "fp32"})),
     ]
-    for cell in ("lstm", "gru", "elman", "mingru"):
+    for cell in GATES:
         for hidden in (256, 512, 1024):
             runs.append(
                 (

@@ -1,6 +1,6 @@
 import torch
 
-from rnnembed.model import CELLS, MinGRU, ModelConfig, RecurrentLM, stream_loss
+from rnnembed.model import CELLS, ModelConfig, RecurrentLM, stream_loss
 
 
 def _model(cell, **kw):
@@ -27,22 +27,6 @@ def test_carried_state_equals_one_long_pass():
         torch.testing.assert_close(
             torch.cat([first.logits, second], dim=1), whole, atol=1e-5, rtol=0
         )
-
-
-def test_min_gru_scan_equals_its_recurrence():
-    torch.manual_seed(0)
-    layer = MinGRU(5, 4).double()
-    x = torch.randn(2, 9, 5, dtype=torch.float64)
-    h0 = torch.rand(2, 4, dtype=torch.float64) + 0.1
-    hs, last = layer(x, h0)
-    gate, cand = layer.proj(x).chunk(2, dim=-1)
-    z = torch.sigmoid(gate)
-    h_tilde = torch.where(cand >= 0, cand + 0.5, torch.sigmoid(cand))
-    h = h0
-    for t in range(9):
-        h = (1 - z[:, t]) * h + z[:, t] * h_tilde[:, t]
-        torch.testing.assert_close(hs[:, t], h, atol=1e-10, rtol=1e-8)
-    torch.testing.assert_close(last, h)
 
 
 def test_elman_is_the_articles_simple_rnn_math():

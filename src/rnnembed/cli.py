@@ -137,7 +137,7 @@ def train(
     ] = None,
     tokenizer: Annotated[str, typer.Option(help="word, char or bpe.")] = "bpe",
     vocab_size: Annotated[int | None, typer.Option(help="Tokenizer vocabulary cap.")] = None,
-    cell: Annotated[str, typer.Option(help="lstm, gru, elman or mingru.")] = "lstm",
+    cell: Annotated[str, typer.Option(help="lstm, gru or elman.")] = "lstm",
     layers: Annotated[int, typer.Option(help="Recurrent layers (0: pick for the budget).")] = 0,
     hidden: Annotated[int, typer.Option(help="Hidden size (0: pick for the budget).")] = 0,
     minutes: Annotated[float | None, typer.Option(help="Wall-clock budget in minutes.")] = None,
