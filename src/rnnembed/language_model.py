@@ -419,7 +419,9 @@ def _truncate_metrics(out: Path, step: int) -> None:
 
 def _write_curve(out: Path) -> None:
     """training_curve.png: validation and training loss/perplexity against tokens and time."""
-    records = [r for r in read_metrics(out) if not r.get("final")]
+    everything = read_metrics(out)
+    records = [r for r in everything if not r.get("final")]
+    finals = [r for r in everything if r.get("final")]
     if not records:
         return
     import matplotlib
@@ -440,7 +442,10 @@ def _write_curve(out: Path) -> None:
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("perplexity (log scale; loss = ln ppl)")
     axes[0].legend()
-    fig.suptitle(f"{out.name}: best validation ppl {min(r['valid_ppl'] for r in records):.2f}")
+    title = f"{out.name}: best probe ppl {min(r['valid_ppl'] for r in records):.2f}"
+    if finals:  # the probes read the first tokens of the validation text; the final, all of it
+        title += f", final validation ppl {finals[-1]['valid_ppl']:.2f} (whole file)"
+    fig.suptitle(title)
     fig.tight_layout()
     with atomic_path(out / CURVE) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
