@@ -201,7 +201,7 @@ class RecurrentLM(nn.Module):
         keep = targets != -100
         kept = out[keep]
         if torch.is_autocast_enabled(kept.device.type):
-            # GRU and Elman layers give float32 under autocast; the adaptive softmax
+            # GRU layers give float32 under autocast; the adaptive softmax
             # needs its input in the dtype its own linear layers compute in
             kept = kept.to(torch.get_autocast_dtype(kept.device.type))
         nll = out.new_zeros(targets.shape, dtype=torch.float32)
