@@ -64,6 +64,14 @@ def _print_table(data: dict) -> None:
     console.print(table)
 
 
+def _print_result(data: dict, as_json: bool) -> None:
+    """A command's result: one JSON line with ``--json``, else a two-column table."""
+    if as_json:
+        _print_json(data)
+    else:
+        _print_table(data)
+
+
 @app.command()
 def tokenize(
     corpus: Annotated[list[Path], typer.Argument(help="Text files or folders to learn from.")],
@@ -96,10 +104,7 @@ def tokenize(
         "chars_per_token": round(chars / max(tokens, 1), 3),
         "path": str(out),
     }
-    if as_json:
-        _print_json(summary)
-    else:
-        _print_table(summary)
+    _print_result(summary, as_json)
 
 
 @app.command()
@@ -196,10 +201,7 @@ def train(
         backward = lm.results[1]
         summary["backward_valid_loss"] = backward.valid_loss
         summary["backward_valid_ppl"] = backward.valid_ppl
-    if as_json:
-        _print_json(summary)
-    else:
-        _print_table(summary)
+    _print_result(summary, as_json)
 
 
 @app.command(name="eval")
@@ -236,10 +238,7 @@ def evaluate_lm(
         from rnnembed.language_model import LanguageModel
 
         result = LanguageModel.load(model).evaluate(iter_texts(files, **read)).to_dict()
-    if as_json:
-        _print_json(result)
-    else:
-        _print_table(result)
+    _print_result(result, as_json)
 
 
 @app.command()
@@ -329,10 +328,7 @@ def evaluate_embeddings(
         pooling=pooling if model is not None else None,
     )
     result = {"model": name, **result}
-    if as_json:
-        _print_json(result)
-    else:
-        _print_table(result)
+    _print_result(result, as_json)
 
 
 # -- embed, index, search ------------------------------------------------------------------------
@@ -440,10 +436,7 @@ def index(
         "collection": collection,
         "db": db,
     }
-    if as_json:
-        _print_json(summary)
-    else:
-        _print_table(summary)
+    _print_result(summary, as_json)
 
 
 @app.command()
