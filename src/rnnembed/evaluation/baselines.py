@@ -87,11 +87,43 @@ class _Baseline:
     """What the harness and the VectorStore need from an encoder besides ``encode``."""
 
     name = ""
-    epochs = 0
     default_pooling = "mean"  # the only pooling a baseline has
 
-    def _vectors(self) -> np.ndarray:
+    def __init__(self, model, epochs: int):
+        self.model, self.epochs = model, epochs
+
+    @classmethod
+    def train(
+        cls,
+        corpus: Sequence[str | Path],
+        seconds: float,
+        *,
+        dim: int = 300,
+        window: int = 5,
+        min_count: int = 2,
+        seed: int = 0,
+        encoding: str = "utf-8",
+    ) -> _Baseline:
+        """Train on the files and folders in ``corpus`` (one document per line or record)
+        for about ``seconds``."""
+        gensim = _gensim()
+        docs = cls._training_documents(gensim, _documents(corpus, encoding))
+        model = cls._new_model(
+            gensim, vector_size=dim, window=window, min_count=min_count, workers=WORKERS, seed=seed
+        )
+        model.build_vocab(docs)
+        return cls(model, _train_within(model, docs, seconds))
+
+    @staticmethod
+    def _training_documents(gensim, docs: list[list[str]]) -> list:
+        return docs
+
+    @staticmethod
+    def _new_model(gensim, **options):
         raise NotImplementedError
+
+    def _vectors(self) -> np.ndarray:
+        return self.model.wv.vectors
 
     def dim(self, pooling: str = "mean") -> int:
         """Length of the vectors :meth:`encode` returns."""
@@ -109,32 +141,9 @@ class Word2VecBaseline(_Baseline):
 
     name = "word2vec"
 
-    def __init__(self, model, epochs: int):
-        self.model, self.epochs = model, epochs
-
-    @classmethod
-    def train(
-        cls,
-        corpus: Sequence[str | Path],
-        seconds: float,
-        *,
-        dim: int = 300,
-        window: int = 5,
-        min_count: int = 2,
-        seed: int = 0,
-        encoding: str = "utf-8",
-    ) -> Word2VecBaseline:
-        """Train on the files and folders in ``corpus`` for about ``seconds``."""
-        gensim = _gensim()
-        docs = _documents(corpus, encoding)
-        model = gensim.models.Word2Vec(
-            vector_size=dim, window=window, min_count=min_count, sg=1, workers=WORKERS, seed=seed
-        )
-        model.build_vocab(docs)
-        return cls(model, _train_within(model, docs, seconds))
-
-    def _vectors(self) -> np.ndarray:
-        return self.model.wv.vectors
+    @staticmethod
+    def _new_model(gensim, **options):
+        return gensim.models.Word2Vec(sg=1, **options)
 
     def encode(self, texts: Sequence[str], pooling: str = "mean") -> np.ndarray:
         """Mean word vector of each text (zeros when no word is known), L2-normalised."""
@@ -152,41 +161,16 @@ class Doc2VecBaseline(_Baseline):
     """Doc2Vec PV-DBOW with word training (dbow_words=1); a text's vector is inferred."""
 
     name = "doc2vec"
+    infer_epochs = 20  # passes over a text to infer its vector
 
-    def __init__(self, model, epochs: int, infer_epochs: int = 20):
-        self.model, self.epochs, self.infer_epochs = model, epochs, infer_epochs
-
-    @classmethod
-    def train(
-        cls,
-        corpus: Sequence[str | Path],
-        seconds: float,
-        *,
-        dim: int = 300,
-        window: int = 5,
-        min_count: int = 2,
-        seed: int = 0,
-        encoding: str = "utf-8",
-    ) -> Doc2VecBaseline:
-        """Train on the files and folders in ``corpus`` (one document per line or record)
-        for about ``seconds``."""
-        gensim = _gensim()
+    @staticmethod
+    def _training_documents(gensim, docs: list[list[str]]) -> list:
         tagged = gensim.models.doc2vec.TaggedDocument
-        docs = [tagged(tokens, [i]) for i, tokens in enumerate(_documents(corpus, encoding))]
-        model = gensim.models.Doc2Vec(
-            vector_size=dim,
-            window=window,
-            min_count=min_count,
-            dm=0,
-            dbow_words=1,
-            workers=WORKERS,
-            seed=seed,
-        )
-        model.build_vocab(docs)
-        return cls(model, _train_within(model, docs, seconds))
+        return [tagged(tokens, [i]) for i, tokens in enumerate(docs)]
 
-    def _vectors(self) -> np.ndarray:
-        return self.model.wv.vectors
+    @staticmethod
+    def _new_model(gensim, **options):
+        return gensim.models.Doc2Vec(dm=0, dbow_words=1, **options)
 
     def encode(self, texts: Sequence[str], pooling: str = "mean") -> np.ndarray:
         """Each text's inferred document vector (``infer_epochs`` passes), L2-normalised;
