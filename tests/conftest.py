@@ -34,3 +34,24 @@ def small_corpus(tmp_path_factory) -> tuple[Path, Path]:
     train.write_text("\n".join(lines[:600]) + "\n", encoding="utf-8")
     valid.write_text("\n".join(lines[600:700]) + "\n", encoding="utf-8")
     return train, valid
+
+
+@pytest.fixture(scope="session")
+def tiny_model_folder(small_corpus, tmp_path_factory) -> Path:
+    """A tiny bpe language model trained once on the small corpus; tests only read its folder."""
+    from rnnembed.language_model import LanguageModel
+
+    out = tmp_path_factory.mktemp("tiny") / "model"
+    LanguageModel.train(
+        [small_corpus[0]], out, tokenizer="bpe", vocab_size=300, layers=1, hidden=32,
+        batch_size=8, bptt=16, epochs=0.5, lr=1e-2,
+    )  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="session")
+def lm(tiny_model_folder):
+    """The tiny model of :func:`tiny_model_folder`, loaded."""
+    from rnnembed.language_model import LanguageModel
+
+    return LanguageModel.load(tiny_model_folder)

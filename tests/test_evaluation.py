@@ -13,17 +13,9 @@ from rnnembed.evaluation.bow import is_cjk, vectorizer, words
 from rnnembed.evaluation.retrieval import ndcg_at, recall_at, score
 from rnnembed.evaluation.senteval import read_labelled
 from rnnembed.evaluation.sts import read_stsb, similarities
-from rnnembed.language_model import LanguageModel
 
-TINY = {"layers": 1, "hidden": 32, "batch_size": 8, "bptt": 16, "lr": 1e-2, "epochs": 0.5}
 GOOD = ["great", "wonderful", "superb", "lovely", "brilliant"]
 BAD = ["awful", "terrible", "boring", "dull", "clumsy"]
-
-
-@pytest.fixture(scope="module")
-def lm(tmp_path_factory, small_corpus):
-    out = tmp_path_factory.mktemp("models") / "tiny"
-    return LanguageModel.train([small_corpus[0]], out, tokenizer="bpe", vocab_size=300, **TINY)
 
 
 def polarity_lines(n: int = 20, offset: int = 0) -> list[str]:

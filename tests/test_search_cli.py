@@ -18,14 +18,8 @@ def run(capsys, *argv):
 
 
 @pytest.fixture(scope="module")
-def model(small_corpus, tmp_path_factory):
-    train, _ = small_corpus
-    out = tmp_path_factory.mktemp("cli") / "model"
-    LanguageModel.train(
-        [train], out, tokenizer="bpe", vocab_size=300, layers=1, hidden=32,
-        batch_size=8, bptt=16, epochs=0.5, lr=1e-2,
-    )  # fmt: skip
-    return out
+def model(tiny_model_folder):
+    return tiny_model_folder
 
 
 @pytest.fixture(scope="module")

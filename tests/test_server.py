@@ -20,7 +20,6 @@ import uvicorn
 
 from rnnembed import cli
 from rnnembed.chunking import read_chunks
-from rnnembed.language_model import LanguageModel
 from rnnembed.server import ServerConfig, create_app
 from rnnembed.store import VectorStore
 
@@ -46,16 +45,6 @@ def running(app):
         server.should_exit = True
         thread.join(30)
         sock.close()
-
-
-@pytest.fixture(scope="module")
-def lm(small_corpus, tmp_path_factory):
-    train, _ = small_corpus
-    out = tmp_path_factory.mktemp("server") / "model"
-    return LanguageModel.train(
-        [train], out, tokenizer="bpe", vocab_size=300, layers=1, hidden=32,
-        batch_size=8, bptt=16, epochs=0.5, lr=1e-2,
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -14,16 +14,6 @@ from rnnembed.store import HNSW_BUILD, MAX_TEXT_BYTES, Hit, VectorStore, row_id
 
 
 @pytest.fixture(scope="module")
-def lm(small_corpus, tmp_path_factory):
-    train, _ = small_corpus
-    out = tmp_path_factory.mktemp("store") / "model"
-    return LanguageModel.train(
-        [train], out, tokenizer="bpe", vocab_size=300, layers=1, hidden=32,
-        batch_size=8, bptt=16, epochs=0.5, lr=1e-2,
-    )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
 def chunks(small_corpus):
     """200 distinct lines of real English (four words or more), as (text, source) pairs."""
     train, _ = small_corpus

@@ -6,7 +6,6 @@ import tempfile
 import pytest
 from test_server import running
 
-from rnnembed.language_model import LanguageModel
 from rnnembed.server import ServerConfig, create_app
 from rnnembed.store import VectorStore
 
@@ -29,13 +28,8 @@ LINES = [
 
 
 @pytest.fixture(scope="module")
-def url(small_corpus, tmp_path_factory):
-    train, _ = small_corpus
+def url(lm, tmp_path_factory):
     folder = tmp_path_factory.mktemp("web")
-    lm = LanguageModel.train(
-        [train], folder / "model", tokenizer="bpe", vocab_size=300, layers=1, hidden=32,
-        batch_size=8, bptt=16, epochs=0.5, lr=1e-2,
-    )  # fmt: skip
     with VectorStore(folder / "index.db", model=lm) as store:
         store.add([t for t, _ in LINES], sources=[s for _, s in LINES])
         app = create_app(lm, store, api_key=KEY, config=ServerConfig(model_name="page-model"))
