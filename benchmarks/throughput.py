@@ -1,29 +1,32 @@
 """Training speed: tokens/s and model FLOP utilisation (MFU) against this machine's measured
-float32 matmul peak, per cell type and size, and for the PTB benchmark's own recipe.
+matmul peak, per cell type and size, and for the PTB benchmark's own recipe.
 
-python benchmarks/throughput.py [--seconds 8]
+python benchmarks/throughput.py [--seconds 8] [--rounds 5]
 MFU = model FLOPs per token (multiply-adds ×2; backward = 2× forward; adaptive-softmax tails
 counted for the tokens that reach them) × tokens/s ÷ the matmul peak of the precision the
 step runs in (bf16 autocast where the CPU has native bf16, else fp32); the fp32 ratio too.
-"""
+The machine is shared and its speed drifts, so each row alternates ``--rounds`` rounds of
+(fp32 peak, bf16 peak, training) and reports the medians of the per-round rates and ratios."""
 
 from __future__ import annotations
 
 import argparse
 import time
 
+import numpy as np
 import torch
 from common import emit
 
 from rnnembed.datasets import find_dataset
 from rnnembed.model import ModelConfig, RecurrentLM
 from rnnembed.tokenizer import Tokenizer
-from rnnembed.training import TrainConfig, Trainer, choose_defaults, model_config, use_bf16
+from rnnembed.training import TrainConfig, Trainer, choose_defaults, model_config
 
 GATES = {"lstm": 4, "gru": 3, "elman": 1}
+WARMUP_SECONDS = 2.0
 
 
-def matmul_peak(dtype: torch.dtype, size: int = 2048, seconds: float = 3.0) -> float:
+def matmul_peak(dtype: torch.dtype, size: int = 2048, seconds: float = 1.0) -> float:
     """Best GEMM rate in GFLOP/s over a few seconds of square products in ``dtype``."""
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     best, end = 0.0, time.perf_counter() + seconds
@@ -53,36 +56,51 @@ def forward_flops(config: ModelConfig, tail_fraction: list[float]) -> float:
     return flops
 
 
-def measure(config: TrainConfig, ids: torch.Tensor, vocab_size: int, seconds: float) -> dict:
-    """Steady-state training tokens/s of one configuration on a token stream."""
+def measure(
+    config: TrainConfig, ids: torch.Tensor, vocab_size: int, seconds: float, rounds: int
+) -> dict:
+    """Steady-state training tokens/s of one configuration on a token stream, and its MFU,
+    each round's training beside that round's matmul peaks; medians over the rounds."""
     torch.manual_seed(0)
     model = RecurrentLM(model_config(config, vocab_size))
     model.set_frequencies(torch.bincount(ids, minlength=vocab_size))
     trainer = Trainer(model, config, ids, ids[:1000], 0, out=None)
-    for _ in range(3):
+    start = time.perf_counter()
+    while time.perf_counter() - start < WARMUP_SECONDS:  # allocator and kernel caches settle
         trainer.step_once()
-    steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        trainer.step_once()
-        steps += 1
-    rate = steps * config.batch_size * config.bptt / (time.perf_counter() - start)
     counts = torch.bincount(ids, minlength=vocab_size).sort(descending=True).values.float()
     cuts = [*model.config.cutoffs, vocab_size]
     total = counts.sum().item()
     tails = [counts[a:b].sum().item() / total for a, b in zip(cuts, cuts[1:], strict=False)]
     flops = 3 * forward_flops(model.config, tails)
+    precision = "bf16" if trainer.bf16 else "fp32"
+    rates, peaks = [], {"fp32": [], "bf16": []}
+    for _ in range(rounds):
+        peaks["fp32"].append(matmul_peak(torch.float32))
+        peaks["bf16"].append(matmul_peak(torch.bfloat16))
+        steps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / rounds:
+            trainer.step_once()
+            steps += 1
+        rates.append(steps * config.batch_size * config.bptt / (time.perf_counter() - start))
+    gflops = np.array(rates) * flops / 1e9
     return {
-        "tokens_per_s": round(rate),
+        "precision": precision,
+        "tokens_per_s": round(float(np.median(rates))),
         "gflop_per_token": round(flops / 1e9, 5),
-        "gflops": round(rate * flops / 1e9, 1),
+        "gflops": round(float(np.median(gflops)), 1),
+        "peak_gflops": round(float(np.median(peaks[precision])), 1),
+        "mfu": round(float(np.median(gflops / np.array(peaks[precision]))), 3),
+        "mfu_vs_fp32_peak": round(float(np.median(gflops / np.array(peaks["fp32"]))), 3),
+        "mfu_rounds": [round(float(x), 3) for x in gflops / np.array(peaks[precision])],
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=8.0, help="timing per configuration")
+    parser.add_argument("--seconds", type=float, default=8.0, help="training per configuration")
+    parser.add_argument("--rounds", type=int, default=5, help="peak/training rounds per row")
     args = parser.parse_args()
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     ptb = find_dataset("ptb", "train")
     if ptb is None:
         raise SystemExit("needs ptb/ptb.train.txt under $RNNEMBED_DATA_DIR")
@@ -106,19 +124,9 @@ def main() -> None:
                 )
             )
     for name, config in runs:
-        precision = "bf16" if use_bf16(config.precision, torch.device("cpu")) else "fp32"
-        row = {
-            "name": name,
-            "cell": config.cell,
-            "hidden": config.hidden,
-            "precision": precision,
-            **measure(config, ids, tokenizer.vocab_size, args.seconds),
-        }
-        row["mfu"] = round(row["gflops"] / peaks[precision], 3)  # against its own peak
-        row["mfu_vs_fp32_peak"] = round(row["gflops"] / peaks["fp32"], 3)
-        rows.append(row)
-    peaks = {k: round(v, 1) for k, v in peaks.items()}
-    emit({"benchmark": "throughput", "matmul_peak_gflops": peaks, "runs": rows})
+        row = {"name": name, "cell": config.cell, "hidden": config.hidden}
+        rows.append(row | measure(config, ids, tokenizer.vocab_size, args.seconds, args.rounds))
+    emit({"benchmark": "throughput", "runs": rows})
 
 
 if __name__ == "__main__":
