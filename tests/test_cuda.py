@@ -1,0 +1,56 @@
+"""The GPU path: training, loading, scoring, generating and embedding on CUDA, checked against
+the CPU. Skipped where no CUDA device is present (CI); run on a GPU machine."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rnnembed.language_model import LanguageModel
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+SMALL = {"layers": 2, "hidden": 64, "batch_size": 16, "bptt": 32, "lr": 1e-2}
+TEXTS = ["def main():", "The for statement iterates over a sequence.", "x", "a " * 700]
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "elman"])
+def test_training_on_cuda_learns_and_loads_on_the_cpu(tmp_path, small_corpus, cell):
+    train, valid = small_corpus
+    out = tmp_path / cell
+    lm = LanguageModel.train(
+        [train], out, valid=[valid], tokenizer="bpe", vocab_size=400, cell=cell, epochs=2,
+        device="cuda", **SMALL,
+    )  # fmt: skip
+    assert lm.device.type == "cuda"
+    losses = [json.loads(line)["valid_loss"] for line in (out / "metrics.jsonl").open()]
+    assert losses[-1] < math.log(lm.tokenizer.vocab_size) - 1.0  # a uniform guess scores log V
+    on_gpu, on_cpu = LanguageModel.load(out, device="cuda"), LanguageModel.load(out)
+    lines = valid.read_text(encoding="utf-8").splitlines()[:20]
+    assert on_gpu.perplexity(lines) == pytest.approx(on_cpu.perplexity(lines), rel=1e-3)
+
+
+def test_embeddings_on_cuda_equal_the_cpu_ones(tiny_model_folder):
+    on_gpu = LanguageModel.load(tiny_model_folder, device="cuda")
+    on_cpu = LanguageModel.load(tiny_model_folder)
+    for pooling in ("sif", "mean", "last"):
+        # cuDNN's recurrent kernels may compute in TF32: equal to about 1e-3
+        np.testing.assert_allclose(
+            on_gpu.encode(TEXTS, pooling=pooling), on_cpu.encode(TEXTS, pooling=pooling),
+            atol=2e-3,
+        )  # fmt: skip
+    stream = on_gpu.stream(pooling="mean")
+    for chunk in ("The for state", "ment iterates over ", "a sequence."):
+        stream.feed(chunk)
+    expected = on_gpu.encode([TEXTS[1]], pooling="mean")[0]
+    np.testing.assert_allclose(stream.vector(), expected, atol=1e-3)
+
+
+def test_generation_on_cuda_is_deterministic_under_a_seed(tiny_model_folder):
+    lm = LanguageModel.load(tiny_model_folder, device="cuda")
+    first = lm.generate("The ", max_tokens=30, seed=3, top_k=20)
+    assert first == lm.generate("The ", max_tokens=30, seed=3, top_k=20)
