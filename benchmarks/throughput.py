@@ -27,7 +27,7 @@ WARMUP_SECONDS = 2.0
 
 
 def matmul_peak(dtype: torch.dtype, size: int = 2048, seconds: float = 1.0) -> float:
-    """Best GEMM rate in GFLOP/s over a few seconds of square products in ``dtype``."""
+    """Best GEMM rate in GFLOP/s over ``seconds`` of square products in ``dtype``."""
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     best, end = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < end:
@@ -56,6 +56,15 @@ def forward_flops(config: ModelConfig, tail_fraction: list[float]) -> float:
     return flops
 
 
+def train_for(trainer: Trainer, seconds: float) -> float:
+    """Run training steps for about ``seconds``; returns the tokens per second."""
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        trainer.step_once()
+        steps += 1
+    return steps * trainer.config.batch_size * trainer.config.bptt / (time.perf_counter() - start)
+
+
 def measure(
     config: TrainConfig, ids: torch.Tensor, vocab_size: int, seconds: float, rounds: int
 ) -> dict:
@@ -65,9 +74,7 @@ def measure(
     model = RecurrentLM(model_config(config, vocab_size))
     model.set_frequencies(torch.bincount(ids, minlength=vocab_size))
     trainer = Trainer(model, config, ids, ids[:1000], 0, out=None)
-    start = time.perf_counter()
-    while time.perf_counter() - start < WARMUP_SECONDS:  # allocator and kernel caches settle
-        trainer.step_once()
+    train_for(trainer, WARMUP_SECONDS)  # allocator and kernel caches settle
     counts = torch.bincount(ids, minlength=vocab_size).sort(descending=True).values.float()
     cuts = [*model.config.cutoffs, vocab_size]
     total = counts.sum().item()
@@ -78,21 +85,18 @@ def measure(
     for _ in range(rounds):
         peaks["fp32"].append(matmul_peak(torch.float32))
         peaks["bf16"].append(matmul_peak(torch.bfloat16))
-        steps, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds / rounds:
-            trainer.step_once()
-            steps += 1
-        rates.append(steps * config.batch_size * config.bptt / (time.perf_counter() - start))
+        rates.append(train_for(trainer, seconds / rounds))
     gflops = np.array(rates) * flops / 1e9
+    mfu = gflops / np.array(peaks[precision])  # per round, against its own precision's peak
     return {
         "precision": precision,
         "tokens_per_s": round(float(np.median(rates))),
         "gflop_per_token": round(flops / 1e9, 5),
         "gflops": round(float(np.median(gflops)), 1),
         "peak_gflops": round(float(np.median(peaks[precision])), 1),
-        "mfu": round(float(np.median(gflops / np.array(peaks[precision]))), 3),
+        "mfu": round(float(np.median(mfu)), 3),
         "mfu_vs_fp32_peak": round(float(np.median(gflops / np.array(peaks["fp32"]))), 3),
-        "mfu_rounds": [round(float(x), 3) for x in gflops / np.array(peaks[precision])],
+        "mfu_rounds": [round(float(x), 3) for x in mfu],
     }
 
 
