@@ -75,10 +75,10 @@ class LMOutput(NamedTuple):
 
 
 def locked_dropout(x: Tensor, p: float, training: bool) -> Tensor:
-    """Variational dropout: one mask per sequence, shared by every time step of x (B, T, D)."""
+    """Variational dropout: one mask per sequence, shared by every time step of x (T, B, D)."""
     if not training or p == 0.0:
         return x
-    mask = x.new_empty(x.shape[0], 1, x.shape[2]).bernoulli_(1 - p) / (1 - p)
+    mask = x.new_empty(1, *x.shape[1:]).bernoulli_(1 - p) / (1 - p)
     return x * mask
 
 
@@ -173,7 +173,8 @@ class RecurrentLM(nn.Module):
         """ids (batch, time) -> logits (batch, time, vocab), the last layer's hidden states,
         the carried state, and with ``targets`` (batch, time) the NLL of each target."""
         cfg = self.config
-        x = locked_dropout(self.embed(ids), cfg.dropout_embedding, self.training)
+        # time-major inside: the fused recurrent kernels' own layout, so no transposed copies
+        x = locked_dropout(self.embed(ids.t()), cfg.dropout_embedding, self.training)
         if state is None:
             state = self.initial_state(ids.shape[0], ids.device)
         new_state: State = []
@@ -183,8 +184,9 @@ class RecurrentLM(nn.Module):
             if i < len(self.rnns) - 1:
                 x = locked_dropout(x, cfg.dropout_hidden, self.training)
         out = locked_dropout(x, cfg.dropout_output, self.training)
-        nll = None if targets is None else self._nll(out, targets)
-        return LMOutput(self._logits(out) if logits else None, x, new_state, nll)
+        nll = None if targets is None else self._nll(out, targets.t()).t()
+        scores = self._logits(out).transpose(0, 1) if logits else None
+        return LMOutput(scores, x.transpose(0, 1), new_state, nll)
 
     def _logits(self, out: Tensor) -> Tensor:
         if isinstance(self.decoder, nn.Linear):
@@ -199,11 +201,14 @@ class RecurrentLM(nn.Module):
             )
             return flat.view(targets.shape)
         keep = targets != -100
-        kept = out[keep]
+        everything = bool(keep.all())  # training windows: no gather/scatter of every position
+        kept = out.flatten(0, 1) if everything else out[keep]
         if torch.is_autocast_enabled(kept.device.type):
             # GRU layers give float32 under autocast; the adaptive softmax
             # needs its input in the dtype its own linear layers compute in
             kept = kept.to(torch.get_autocast_dtype(kept.device.type))
+        if everything:
+            return -self.decoder(kept, self.rank[targets.flatten()]).output.float().view_as(targets)
         nll = out.new_zeros(targets.shape, dtype=torch.float32)
         nll[keep] = -self.decoder(kept, self.rank[targets[keep]]).output.float()
         return nll
@@ -211,10 +216,10 @@ class RecurrentLM(nn.Module):
 
 def _make_layer(config: ModelConfig, in_dims: int, hidden: int) -> nn.Module:
     if config.cell == "lstm":
-        return nn.LSTM(in_dims, hidden, batch_first=True)
+        return nn.LSTM(in_dims, hidden)
     if config.cell == "gru":
-        return nn.GRU(in_dims, hidden, batch_first=True)
-    return nn.RNN(in_dims, hidden, nonlinearity=config.nonlinearity, batch_first=True)
+        return nn.GRU(in_dims, hidden)
+    return nn.RNN(in_dims, hidden, nonlinearity=config.nonlinearity)
 
 
 def _run_layer(rnn: nn.Module, x: Tensor, state: LayerState) -> tuple[Tensor, LayerState]:
