@@ -200,18 +200,15 @@ class RecurrentLM(nn.Module):
                 self.decoder(out).flatten(0, 1), targets.flatten(), reduction="none"
             )
             return flat.view(targets.shape)
-        keep = targets != -100
-        everything = bool(keep.all())  # training windows: no gather/scatter of every position
-        kept = out.flatten(0, 1) if everything else out[keep]
-        if torch.is_autocast_enabled(kept.device.type):
+        flat = out.flatten(0, 1)
+        if torch.is_autocast_enabled(flat.device.type):
             # GRU layers give float32 under autocast; the adaptive softmax
             # needs its input in the dtype its own linear layers compute in
-            kept = kept.to(torch.get_autocast_dtype(kept.device.type))
-        if everything:
-            return -self.decoder(kept, self.rank[targets.flatten()]).output.float().view_as(targets)
-        nll = out.new_zeros(targets.shape, dtype=torch.float32)
-        nll[keep] = -self.decoder(kept, self.rank[targets[keep]]).output.float()
-        return nll
+            flat = flat.to(torch.get_autocast_dtype(flat.device.type))
+        # every position is scored (an ignored one as id 0) and ignored ones are zeroed after:
+        # no gather/scatter of the positions, no host sync to find them
+        scored = -self.decoder(flat, self.rank[targets.clamp_min(0).flatten()]).output.float()
+        return torch.where(targets != -100, scored.view_as(targets), 0.0)
 
 
 def _make_layer(config: ModelConfig, in_dims: int, hidden: int) -> nn.Module:
