@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from rnnembed import RnnembedError
 from rnnembed.language_model import LanguageModel
 from rnnembed.model import CELLS, ModelConfig, RecurrentLM
-from rnnembed.training import CHECKPOINT, TrainConfig, lr_factor
+from rnnembed.training import CHECKPOINT, TrainConfig, choose_defaults, lr_factor
 
 TINY = {"layers": 1, "hidden": 32, "batch_size": 8, "bptt": 16, "lr": 1e-2}
 
@@ -57,6 +57,23 @@ def test_minutes_budget_stops_the_run(tmp_path, small_corpus):
     result = lm.last_result
     assert result.stopped == "budget" and result.steps > 0
     assert result.seconds >= 1.8
+
+
+@pytest.mark.parametrize(
+    ("kind", "vocab", "minutes", "hidden", "softmax", "dropout"),
+    [
+        ("bpe", 8000, 10, 384, "full", 0.3),
+        ("bpe", 8000, 30, 384, "full", 0.4),  # embedding models keep the fast shape
+        ("word", 10000, 10, 384, "adaptive", 0.3),
+        ("word", 10000, 30, 640, "adaptive", 0.4),
+        ("char", 65, 30, 512, "full", 0.1),
+    ],
+)
+def test_defaults_follow_the_tokenizer_and_budget(kind, vocab, minutes, hidden, softmax, dropout):
+    config = choose_defaults(TrainConfig(minutes=minutes), kind, vocab)
+    assert (config.hidden, config.softmax, config.dropout_output) == (hidden, softmax, dropout)
+    assert config.tie_weights == (softmax == "full")
+    assert choose_defaults(TrainConfig(minutes=minutes, hidden=200), kind, vocab).hidden == 200
 
 
 def test_schedule_warms_up_then_decays():
