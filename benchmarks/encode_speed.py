@@ -3,7 +3,8 @@ encoder of all-MiniLM-L6-v2's shape (6 layers, 384 wide, 12 heads, FFN 1536, ran
 speed only) in the same run; streaming µs/token at 100 and at 100,000 tokens; peak memory.
 
 python benchmarks/encode_speed.py --model OUT/wikitext-2   (the quality benchmark's model)
-Both encoders run in float32 on the same token ids, batch 64, texts sorted by length; the
+Both encoders run in float32 on the same token ids, batch 64, texts sorted by length, in
+``--rounds`` alternating runs (medians; speedups are medians of the per-round ratios); the
 transformer, like MiniLM, reads at most 512 tokens at once, so a long text is cut into 512-token
 chunks (encoded as one batch) whose vectors are averaged.
 """
@@ -61,15 +62,22 @@ def transformer_encode(model: MiniLMShape, sequences: list[list[int]], batch: in
         model(ids, pad)
 
 
-def best_of(runs: int, work) -> float:
-    """The fastest of a few timed runs (seconds), after one warm-up."""
-    work()
+def side_by_side(rounds: int, ours, theirs) -> tuple[float, float, float]:
+    """Median seconds of ``ours`` and of ``theirs`` over ``rounds`` alternating runs (after one
+    warm-up each), and the median of the per-round ratios theirs / ours: the machine is shared
+    and its speed drifts, so each ratio compares runs made side by side."""
+    ours()
+    theirs()
     times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    for _ in range(rounds):
+        pair = []
+        for work in (ours, theirs):
+            start = time.perf_counter()
+            work()
+            pair.append(time.perf_counter() - start)
+        times.append(pair)
+    a, b = np.array(times).T
+    return float(np.median(a)), float(np.median(b)), float(np.median(b / a))
 
 
 def stsb_sentences(limit: int) -> list[str]:
@@ -118,14 +126,18 @@ def main() -> None:
     parser.add_argument("--model", type=Path, required=True, help="a model folder")
     parser.add_argument("--sentences", type=int, default=2000)
     parser.add_argument("--stream-tokens", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=5, help="alternating timed runs")
     args = parser.parse_args()
 
     lm = LanguageModel.load(args.model)
     transformer = MiniLMShape().eval()
     sentences = stsb_sentences(args.sentences)
     sentence_ids = lm.tokenizer.encode_batch(sentences)
-    ours = best_of(2, lambda: lm.encode(sentences, batch_size=64))
-    theirs = best_of(2, lambda: transformer_encode(transformer, sentence_ids))
+    ours, theirs, ratio = side_by_side(
+        args.rounds,
+        lambda: lm.encode(sentences, batch_size=64),
+        lambda: transformer_encode(transformer, sentence_ids),
+    )
     result = {
         "benchmark": "encode_speed",
         "model": str(args.model),
@@ -136,19 +148,22 @@ def main() -> None:
         "ours_sentences_per_s": round(len(sentences) / ours, 1),
         "transformer_sentences_per_s": round(len(sentences) / theirs, 1),
     }
-    result["speedup_stsb"] = round(theirs / ours, 2)
+    result["speedup_stsb"] = round(ratio, 2)
 
     words = dataset_path("wikitext-2", "train").read_text(encoding="utf-8").split()
     long = {}
     for tokens in (1000, 2000, 4000):
         text = long_text(lm, words, tokens)
         ids = [lm.tokenizer.encode(text)] * 8
-        t_ours = best_of(2, lambda text=text: lm.encode([text] * 8)) / 8
-        t_theirs = best_of(2, lambda ids=ids: transformer_encode(transformer, ids)) / 8
+        t_ours, t_theirs, ratio = side_by_side(
+            args.rounds,
+            lambda text=text: lm.encode([text] * 8),
+            lambda ids=ids: transformer_encode(transformer, ids),
+        )
         long[tokens] = {
-            "ours_s": round(t_ours, 4),
-            "transformer_s": round(t_theirs, 4),
-            "speedup": round(t_theirs / t_ours, 2),
+            "ours_s": round(t_ours / 8, 4),
+            "transformer_s": round(t_theirs / 8, 4),
+            "speedup": round(ratio, 2),
         }
     result["long_texts"] = long
     result.update(stream_cost(lm, words, args.stream_tokens))
