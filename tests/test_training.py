@@ -1,5 +1,6 @@
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -12,7 +13,13 @@ from safetensors.torch import load_file
 from rnnembed import RnnembedError
 from rnnembed.language_model import LanguageModel
 from rnnembed.model import CELLS, ModelConfig, RecurrentLM
-from rnnembed.training import CHECKPOINT, TrainConfig, choose_defaults, lr_factor
+from rnnembed.training import (
+    CHECKPOINT,
+    TrainConfig,
+    choose_defaults,
+    keep_freed_memory,
+    lr_factor,
+)
 
 TINY = {"layers": 1, "hidden": 32, "batch_size": 8, "bptt": 16, "lr": 1e-2}
 
@@ -74,6 +81,11 @@ def test_defaults_follow_the_tokenizer_and_budget(kind, vocab, minutes, hidden, 
     assert (config.hidden, config.softmax, config.dropout_output) == (hidden, softmax, dropout)
     assert config.tie_weights == (softmax == "full")
     assert choose_defaults(TrainConfig(minutes=minutes, hidden=200), kind, vocab).hidden == 200
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="tunes glibc's malloc")
+def test_training_keeps_freed_memory_for_reuse_on_glibc():
+    assert keep_freed_memory()
 
 
 def test_schedule_warms_up_then_decays():
