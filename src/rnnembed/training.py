@@ -112,7 +112,8 @@ def choose_defaults(config: TrainConfig, kind: str, vocab_size: int) -> TrainCon
       keep the bf16 units busier: benchmarks/throughput.py), AdamW 5e-3, dropout .1/.2/.3;
       runs of 20 minutes or more: dropout .1/.25/.4, and word models grow to 2×640 with 32
       streams (perplexity); subword models, the embeddings' default, stay 2×384, which
-      encodes 5.7× faster than a MiniLM-shaped transformer (2×640: 2.2×; encode_speed.py);
+      encodes short sentences 4.9-5.8× faster than a MiniLM-shaped transformer (2×640:
+      2.2×; benchmarks/encode_speed.py);
     - characters (and other small vocabularies): 2×512 LSTM, 16 streams × 64 steps, AdamW
       5e-3, dropout 0/.1/.1.
     """
@@ -178,8 +179,9 @@ KEEP_FREED = 1 << 30  # freed memory at the heap's top kept for reuse, not retur
 def keep_freed_memory() -> bool:
     """Ask glibc's malloc (process-wide, once) to serve blocks under ``HEAP_UP_TO`` from the
     heap and keep up to ``KEEP_FREED`` of freed memory for reuse; False where it cannot."""
-    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
-    if mallopt is None:
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError, TypeError):  # no mallopt (not glibc) or no C library
         return False
     return bool(mallopt(M_MMAP_THRESHOLD, HEAP_UP_TO)) and bool(
         mallopt(M_TRIM_THRESHOLD, KEEP_FREED)
