@@ -4,7 +4,7 @@ speed only) in the same run; streaming µs/token at 100 and at 100,000 tokens; p
 
 python benchmarks/encode_speed.py --model OUT/wikitext-2   (the quality benchmark's model)
 Both encoders run in float32 on the same token ids, batch 64, texts sorted by length, in
-``--rounds`` alternating runs (medians; speedups are medians of the per-round ratios); the
+``--rounds`` interleaved runs (medians; speedups are medians of the per-round ratios); the
 transformer, like MiniLM, reads at most 512 tokens at once, so a long text is cut into 512-token
 chunks (encoded as one batch) whose vectors are averaged.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -62,20 +63,23 @@ def transformer_encode(model: MiniLMShape, sequences: list[list[int]], batch: in
         model(ids, pad)
 
 
-def side_by_side(rounds: int, ours, theirs) -> tuple[float, float, float]:
-    """Median seconds of ``ours`` and of ``theirs`` over ``rounds`` alternating runs (after one
-    warm-up each), and the median of the per-round ratios theirs / ours: the machine is shared
-    and its speed drifts, so each ratio compares runs made side by side."""
+def side_by_side(
+    rounds: int, ours: Callable[[], object], theirs: Callable[[], object]
+) -> tuple[float, float, float]:
+    """Median seconds of ``ours`` and of ``theirs`` over ``rounds`` interleaved runs (after one
+    warm-up each; the order swaps every round), and the median of the per-round ratios
+    theirs / ours: the machine is shared and its speed drifts, so each ratio compares runs made
+    side by side."""
     ours()
     theirs()
     times = []
-    for _ in range(rounds):
-        pair = []
-        for work in (ours, theirs):
+    for round_ in range(rounds):
+        pair = {}
+        for name, work in (("ours", ours), ("theirs", theirs))[:: 1 if round_ % 2 == 0 else -1]:
             start = time.perf_counter()
             work()
-            pair.append(time.perf_counter() - start)
-        times.append(pair)
+            pair[name] = time.perf_counter() - start
+        times.append((pair["ours"], pair["theirs"]))
     a, b = np.array(times).T
     return float(np.median(a)), float(np.median(b)), float(np.median(b / a))
 
@@ -128,6 +132,8 @@ def main() -> None:
     parser.add_argument("--stream-tokens", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=5, help="alternating timed runs")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
 
     lm = LanguageModel.load(args.model)
     transformer = MiniLMShape().eval()

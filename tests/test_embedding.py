@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from rnnembed import RnnembedError
+from rnnembed import RnnembedError, embedding
 from rnnembed.embedding import POOLINGS
 from rnnembed.language_model import LanguageModel
 
@@ -60,6 +60,18 @@ def test_pooling_ignores_padding_exactly_as_the_definition_says(models):
     np.testing.assert_allclose(
         lm.encode([text], pooling="max", normalize=False)[0], hidden.amax(0).numpy(), atol=1e-5
     )
+
+
+def test_sif_weighs_the_state_block_and_the_fingerprint_follows(models, monkeypatch):
+    lm = models["bpe"]
+    states = lm.model.hidden_size
+    vector = lm.encode(TEXTS[:1], pooling="sif", normalize=False)[0]
+    ratio = np.linalg.norm(vector[:states]) / np.linalg.norm(vector[states:])
+    assert ratio == pytest.approx(embedding.SIF_STATE_WEIGHT, rel=1e-5)
+    before = embedding.fingerprint(lm, "sif"), embedding.fingerprint(lm, "mean")
+    monkeypatch.setattr(embedding, "SIF_STATE_WEIGHT", embedding.SIF_STATE_WEIGHT / 2)
+    assert embedding.fingerprint(lm, "sif") != before[0]
+    assert embedding.fingerprint(lm, "mean") == before[1]
 
 
 @pytest.mark.parametrize("kind", ["bpe", "word", "char"])

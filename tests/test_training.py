@@ -15,6 +15,7 @@ from rnnembed.language_model import LanguageModel
 from rnnembed.model import CELLS, ModelConfig, RecurrentLM
 from rnnembed.training import (
     CHECKPOINT,
+    MALLOC_SETTINGS,
     TrainConfig,
     choose_defaults,
     keep_freed_memory,
@@ -67,25 +68,32 @@ def test_minutes_budget_stops_the_run(tmp_path, small_corpus):
 
 
 @pytest.mark.parametrize(
-    ("kind", "vocab", "minutes", "hidden", "softmax", "dropout"),
+    ("kind", "vocab", "minutes", "hidden", "streams", "softmax", "dropout"),
     [
-        ("bpe", 8000, 10, 384, "full", 0.3),
-        ("bpe", 8000, 30, 384, "full", 0.4),  # embedding models keep the fast shape
-        ("word", 10000, 10, 384, "adaptive", 0.3),
-        ("word", 10000, 30, 640, "adaptive", 0.4),
-        ("char", 65, 30, 512, "full", 0.1),
+        ("bpe", 8000, 10, 384, 64, "full", 0.3),
+        ("bpe", 8000, 30, 384, 64, "full", 0.4),  # embedding models keep the fast shape
+        ("word", 10000, 10, 384, 64, "adaptive", 0.3),
+        ("word", 10000, 30, 640, 32, "adaptive", 0.4),
+        ("char", 65, 30, 512, 16, "full", 0.1),
     ],
 )
-def test_defaults_follow_the_tokenizer_and_budget(kind, vocab, minutes, hidden, softmax, dropout):
+def test_defaults_follow_the_tokenizer_and_budget(
+    kind, vocab, minutes, hidden, streams, softmax, dropout
+):
     config = choose_defaults(TrainConfig(minutes=minutes), kind, vocab)
-    assert (config.hidden, config.softmax, config.dropout_output) == (hidden, softmax, dropout)
+    picked = (config.hidden, config.batch_size, config.softmax, config.dropout_output)
+    assert picked == (hidden, streams, softmax, dropout)
     assert config.tie_weights == (softmax == "full")
     assert choose_defaults(TrainConfig(minutes=minutes, hidden=200), kind, vocab).hidden == 200
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="tunes glibc's malloc")
-def test_training_keeps_freed_memory_for_reuse_on_glibc():
-    assert keep_freed_memory()
+def test_training_keeps_freed_memory_for_reuse_on_glibc(monkeypatch):
+    for name in MALLOC_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    assert keep_freed_memory.__wrapped__()
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "0")  # the user's own setting wins
+    assert not keep_freed_memory.__wrapped__()
 
 
 def test_schedule_warms_up_then_decays():

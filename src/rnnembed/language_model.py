@@ -105,7 +105,9 @@ class LanguageModel:
         ``minutes``, ``epochs``, ``seed``, ``bidirectional``, ...); what is left open is chosen
         for the budget. With ``resume`` the run in ``out`` continues where its last checkpoint
         left it. A bidirectional model trains a forward LM into ``out``, then a backward one (on
-        the reversed token stream) into ``out/backward``, each on half of a time budget.
+        the reversed token stream) into ``out/backward``, each on half of a time budget. On the
+        CPU, training tunes glibc's malloc for the rest of the process
+        (:func:`rnnembed.training.keep_freed_memory`).
         """
         out = Path(out)
         read = {"encoding": encoding, "field": field, "column": column}
@@ -230,7 +232,8 @@ class LanguageModel:
         return embedding.embedding_dim(self, pooling)
 
     def fingerprint(self, pooling: str = DEFAULT_POOLING) -> str:
-        """sha256 of weights, pooling and dimension: identifies what built an index.
+        """sha256 of weights, pooling (with its constants) and dimension: identifies what built
+        an index.
         Computed once per pooling: a loaded model's weights are not expected to change."""
         if pooling not in self._fingerprints:
             self._fingerprints[pooling] = embedding.fingerprint(self, pooling)

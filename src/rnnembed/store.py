@@ -196,8 +196,9 @@ class VectorStore:
             )
         if props[PROPERTY + "fingerprint"] != self.fingerprint:
             raise RnnembedError(
-                f"{where} was built by another model or pooling (this is pooling "
-                f"{self.pooling!r}); {remedy}"
+                f"{where} was built by another model or pooling, or by an earlier rnnembed "
+                f"whose pooling computed other vectors (this is pooling {self.pooling!r}); "
+                f"{remedy}"
             )
         stored = props.get(PROPERTY + "analyzer", "standard")
         if analyzer not in (None, stored):

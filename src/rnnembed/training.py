@@ -15,6 +15,7 @@ import functools
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -111,9 +112,8 @@ def choose_defaults(config: TrainConfig, kind: str, vocab_size: int) -> TrainCon
     - words and subwords: 2×384 LSTM, 64 streams × 48 steps (wider products than 32 streams
       keep the bf16 units busier: benchmarks/throughput.py), AdamW 5e-3, dropout .1/.2/.3;
       runs of 20 minutes or more: dropout .1/.25/.4, and word models grow to 2×640 with 32
-      streams (perplexity); subword models, the embeddings' default, stay 2×384, which
-      encodes short sentences 4.9-5.8× faster than a MiniLM-shaped transformer (2×640:
-      2.2×; benchmarks/encode_speed.py);
+      streams (perplexity); subword models, the embeddings' default, stay 2×384 at every
+      budget (encoding speed: README, benchmarks/encode_speed.py);
     - characters (and other small vocabularies): 2×512 LSTM, 16 streams × 64 steps, AdamW
       5e-3, dropout 0/.1/.1.
     """
@@ -130,11 +130,15 @@ def choose_defaults(config: TrainConfig, kind: str, vocab_size: int) -> TrainCon
     if small_vocab:
         shape = {"layers": 2, "hidden": 512, "batch_size": 16, "bptt": 64, "lr": 5e-3}
         drops = (0.0, 0.1, 0.1)
-    elif long_run and kind == "word":
-        shape = {"layers": 2, "hidden": 640, "batch_size": 32, "bptt": 48, "lr": 5e-3}
-        drops = (0.1, 0.25, 0.4)
     else:
-        shape = {"layers": 2, "hidden": 384, "batch_size": 64, "bptt": 48, "lr": 5e-3}
+        wide = long_run and kind == "word"
+        shape = {
+            "layers": 2,
+            "hidden": 640 if wide else 384,
+            "batch_size": 32 if wide else 64,
+            "bptt": 48,
+            "lr": 5e-3,
+        }
         drops = (0.1, 0.25, 0.4) if long_run else (0.1, 0.2, 0.3)
     if c.optimizer == "sgd":
         shape["lr"] = 20.0
@@ -166,26 +170,28 @@ def model_config(config: TrainConfig, vocab_size: int) -> ModelConfig:
     )
 
 
-# glibc hands blocks above its mmap threshold (at most 32 MB) back to the OS when they are freed,
-# and trims the heap's free top, so every step faulted its big temporaries (the embedding's
-# dense gradient, the softmax's log-probabilities, the recurrent kernels' buffers) back in page
-# by page; keeping freed memory trains the PTB recipe 1.2-1.3× faster (benchmarks/throughput.py)
+# glibc returns big freed blocks to the OS, so each step re-faulted its temporaries page by page
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, glibc's malloc.h
-HEAP_UP_TO = 256 << 20  # blocks under this come from the heap, not from their own mmap
+HEAP_UP_TO = (256 << 20, 32 << 20)  # blocks under this come from the heap (older glibc: 32 MB)
 KEEP_FREED = 1 << 30  # freed memory at the heap's top kept for reuse, not returned
+MALLOC_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
 
 
 @functools.cache
 def keep_freed_memory() -> bool:
-    """Ask glibc's malloc (process-wide, once) to serve blocks under ``HEAP_UP_TO`` from the
-    heap and keep up to ``KEEP_FREED`` of freed memory for reuse; False where it cannot."""
+    """Ask glibc's malloc (process-wide, once, for the rest of the process) to serve blocks
+    under ``HEAP_UP_TO`` from the heap and keep up to ``KEEP_FREED`` of freed memory for reuse.
+    False, and nothing changed, where mallopt is missing or the user set malloc's own variables."""
+    if any(name in os.environ for name in MALLOC_SETTINGS):
+        return False
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (AttributeError, OSError, TypeError):  # no mallopt (not glibc) or no C library
         return False
-    return bool(mallopt(M_MMAP_THRESHOLD, HEAP_UP_TO)) and bool(
-        mallopt(M_TRIM_THRESHOLD, KEEP_FREED)
-    )
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    heap = any(mallopt(M_MMAP_THRESHOLD, size) for size in HEAP_UP_TO)
+    trim = bool(mallopt(M_TRIM_THRESHOLD, KEEP_FREED))
+    return heap and trim
 
 
 def pick_device(name: str) -> torch.device:
@@ -262,8 +268,8 @@ class Trainer:
     ):
         self.config = config
         self.device = pick_device(config.device)
-        if self.device.type == "cpu":
-            keep_freed_memory()
+        if self.device.type == "cpu" and not keep_freed_memory():
+            log.debug("malloc left as it is: freed memory may be faulted back in every step")
         self.model = model.to(self.device)
         self.data = batchify(train_ids, config.batch_size).to(self.device)
         self.valid_ids = valid_ids.to(self.device)
