@@ -130,7 +130,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, required=True, help="a model folder")
     parser.add_argument("--sentences", type=int, default=2000)
     parser.add_argument("--stream-tokens", type=int, default=100_000)
-    parser.add_argument("--rounds", type=int, default=5, help="alternating timed runs")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timed runs")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")

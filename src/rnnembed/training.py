@@ -172,7 +172,7 @@ def model_config(config: TrainConfig, vocab_size: int) -> ModelConfig:
 
 # glibc returns big freed blocks to the OS, so each step re-faulted its temporaries page by page
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, glibc's malloc.h
-HEAP_UP_TO = (256 << 20, 32 << 20)  # blocks under this come from the heap (older glibc: 32 MB)
+HEAP_UP_TO = (256 << 20, 32 << 20)  # heap-served block limits tried in order (older glibc: 32 MB)
 KEEP_FREED = 1 << 30  # freed memory at the heap's top kept for reuse, not returned
 MALLOC_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
 
@@ -180,8 +180,9 @@ MALLOC_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TU
 @functools.cache
 def keep_freed_memory() -> bool:
     """Ask glibc's malloc (process-wide, once, for the rest of the process) to serve blocks
-    under ``HEAP_UP_TO`` from the heap and keep up to ``KEEP_FREED`` of freed memory for reuse.
-    False, and nothing changed, where mallopt is missing or the user set malloc's own variables."""
+    under the first ``HEAP_UP_TO`` limit it accepts from the heap and keep up to
+    ``KEEP_FREED`` of freed memory for reuse. False, and nothing changed, where mallopt is
+    missing or the user set malloc's own variables."""
     if any(name in os.environ for name in MALLOC_SETTINGS):
         return False
     try:
