@@ -104,25 +104,38 @@ def long_text(lm: LanguageModel, words: list[str], tokens: int) -> str:
     return lm.tokenizer.decode(ids)
 
 
-def stream_cost(lm: LanguageModel, words: list[str], upto: int) -> dict:
-    """µs per token, feeding real text word by word: over tokens 50 to 150, and over the
-    1,000 tokens before ``upto``."""
+def window_costs(lm: LanguageModel, words: list[str], windows: list[tuple[int, int]]) -> list:
+    """µs per token over each (first, last) token window of one stream fed real text word by
+    word (windows in order, not overlapping)."""
     stream = lm.stream()
-    windows = {100: (50, 150), upto: (upto - 1000, upto)}
-    starts: dict[int, tuple[float, int]] = {}
-    costs: dict[int, float] = {}
+    costs, pending = [], iter(windows)
+    low, high = next(pending)
+    began = None
     for word in words:
         stream.feed(word + " ")
         fed, now = stream.tokens, time.perf_counter()
-        for mark, (low, high) in windows.items():
-            if mark not in starts and fed >= low:
-                starts[mark] = (now, fed)
-            elif mark in starts and mark not in costs and fed >= high:
-                began, began_tokens = starts[mark]
-                costs[mark] = (now - began) / (fed - began_tokens) * 1e6
-        if len(costs) == len(windows):
-            break
-    return {f"stream_us_per_token_at_{k}": round(v, 1) for k, v in sorted(costs.items())}
+        if began is None and fed >= low:
+            began = (now, fed)
+        elif began is not None and fed >= high:
+            costs.append((now - began[0]) / (fed - began[1]) * 1e6)
+            began = None
+            low, high = next(pending, (None, None))
+            if low is None:
+                break
+    return costs
+
+
+def stream_cost(lm: LanguageModel, words: list[str], upto: int, rounds: int) -> dict:
+    """µs per token on 100-token windows: tokens 50 to 150 (median over ``rounds`` fresh
+    streams) and the last ten windows before ``upto`` (their median) of one long stream."""
+    early = [window_costs(lm, words, [(50, 150)])[0] for _ in range(rounds)]
+    late = window_costs(
+        lm, words, [(upto - 100 * i, upto - 100 * (i - 1)) for i in range(10, 0, -1)]
+    )
+    return {
+        "stream_us_per_token_at_100": round(float(np.median(early)), 1),
+        f"stream_us_per_token_at_{upto}": round(float(np.median(late)), 1),
+    }
 
 
 def main() -> None:
@@ -172,7 +185,7 @@ def main() -> None:
             "speedup": round(ratio, 2),
         }
     result["long_texts"] = long
-    result.update(stream_cost(lm, words, args.stream_tokens))
+    result.update(stream_cost(lm, words, args.stream_tokens, args.rounds))
     emit(result)
 
 

@@ -150,15 +150,31 @@ def sif_weights(model: RecurrentLM, ids: torch.Tensor) -> torch.Tensor:
     return SIF_A / (SIF_A + model.stats.frequencies[ids])
 
 
+def start_state(model: RecurrentLM, eos_id: int, device: torch.device) -> State:
+    """The state after reading the opening ``<eos>`` (batch 1): the same for every text, so it
+    is computed once and shared (:func:`expand_state`) instead of read again by each text."""
+    return model(torch.tensor([[eos_id]], device=device), logits=False).state
+
+
+def expand_state(state: State, batch: int) -> State:
+    """A batch-1 state repeated for ``batch`` rows."""
+    return [
+        tuple(t.expand(batch, -1).contiguous() for t in layer)
+        if isinstance(layer, tuple)
+        else layer.expand(batch, -1).contiguous()
+        for layer in state
+    ]
+
+
 def run(
     model: RecurrentLM,
     ids: torch.Tensor,
     mask: torch.Tensor,
     pool: Pool,
-    state: State | None = None,
+    state: State,
 ) -> State:
-    """Feed ids (batch, time) in windows of ``WINDOW``, pooling where mask is true; returns the
-    carried state."""
+    """Feed ids (batch, time) from ``state`` in windows of ``WINDOW``, pooling where mask is
+    true; returns the carried state."""
     for begin in range(0, ids.shape[1], WINDOW):
         window = slice(begin, begin + WINDOW)
         chunk = ids[:, window]
@@ -170,10 +186,15 @@ def run(
 
 
 def pooled_batches(
-    model: RecurrentLM, sequences: list[list[int]], batch_size: int, device: torch.device
+    model: RecurrentLM,
+    sequences: list[list[int]],
+    eos_id: int,
+    batch_size: int,
+    device: torch.device,
 ) -> Iterator[tuple[list[int], Pool]]:
-    """(indices, pool) for batches of sequences taken in order of length; each sequence's
-    first position (the opening ``<eos>``) is left out of its pool."""
+    """(indices, pool) for batches of sequences taken in order of length, each read from the
+    state after the opening ``<eos>`` (which is not pooled)."""
+    start_from = start_state(model, eos_id, device)
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
     for start in range(0, len(order), batch_size):
         chosen = order[start : start + batch_size]
@@ -182,10 +203,9 @@ def pooled_batches(
         ids = torch.zeros(len(chosen), int(lengths.max()), dtype=torch.long, device=device)
         for row, i in enumerate(chosen):
             ids[row, : len(sequences[i])] = torch.tensor(sequences[i], device=device)
-        positions = torch.arange(ids.shape[1], device=device)
-        mask = (positions > 0) & (positions < lengths.unsqueeze(1))
+        mask = torch.arange(ids.shape[1], device=device) < lengths.unsqueeze(1)
         pool = Pool.empty(len(chosen), model, device)
-        run(model, ids, mask, pool)
+        run(model, ids, mask, pool, expand_state(start_from, len(chosen)))
         yield chosen, pool
 
 
@@ -219,9 +239,9 @@ def encode(
     parts = []
     for model in directions(lm):
         backward = model is lm.backward
-        sequences = [[eos, *(ids[::-1] if backward else ids), eos] for ids in token_ids]
+        sequences = [[*(ids[::-1] if backward else ids), eos] for ids in token_ids]
         part = np.zeros((len(texts), _model_dim(model, pooling)), dtype=np.float32)
-        for chosen, pool in pooled_batches(model.eval(), sequences, batch_size, lm.device):
+        for chosen, pool in pooled_batches(model.eval(), sequences, eos, batch_size, lm.device):
             part[chosen] = pool.vectors(pooling, normalize, model.stats).cpu().numpy()
         parts.append(part)
     if len(parts) == 1:
@@ -243,10 +263,10 @@ def fit_corpus_stats(
     if not lines:
         return
     lines = lines[:: max(1, len(lines) // FIT_LINES)][:FIT_LINES]
-    sequences = [[eos_id, *line, eos_id] for line in lines]
+    sequences = [[*line, eos_id] for line in lines]
     device = next(model.parameters()).device
     states, words = [], []
-    for _, pool in pooled_batches(model, sequences, batch_size, device):
+    for _, pool in pooled_batches(model, sequences, eos_id, batch_size, device):
         s, w = pool.sif_blocks()
         states.append(s)
         words.append(w)
@@ -279,26 +299,21 @@ class EmbeddingStream:
         self.pending = ""
         self.tokens = 0
         self._pool = Pool.empty(1, lm.model, lm.device)
-        self._state = self._advance([lm.tokenizer.eos_id], pooled=False)
+        with torch.no_grad():
+            self._state = start_state(lm.model.eval(), lm.tokenizer.eos_id, lm.device)
 
     @torch.no_grad()
-    def _advance(
-        self,
-        ids: list[int],
-        pooled: bool = True,
-        pool: Pool | None = None,
-        state: State | None = None,
-    ) -> State:
+    def _advance(self, ids: list[int], pool: Pool, state: State) -> State:
         tensor = torch.tensor([ids], device=self.lm.device)
-        mask = torch.full_like(tensor, pooled, dtype=torch.bool)
-        return run(self.lm.model.eval(), tensor, mask, pool or self._pool, state)
+        mask = torch.ones_like(tensor, dtype=torch.bool)
+        return run(self.lm.model.eval(), tensor, mask, pool, state)
 
     def feed(self, text: str) -> None:
         """Read more text."""
         final, self.pending = self.lm.tokenizer.split_final(self.pending + text)
         ids = self.lm.tokenizer.encode(final) if final else []
         if ids:
-            self._state = self._advance(ids, state=self._state)
+            self._state = self._advance(ids, self._pool, self._state)
             self.tokens += len(ids)
 
     def vector(self) -> np.ndarray:
@@ -306,7 +321,7 @@ class EmbeddingStream:
         tokenizer = self.lm.tokenizer
         tail = (tokenizer.encode(self.pending) if self.pending else []) + [tokenizer.eos_id]
         pool = self._pool.copy()
-        self._advance(tail, pool=pool, state=self._state)
+        self._advance(tail, pool, self._state)
         return pool.vectors(self.pooling, self.normalize, self.lm.model.stats)[0].cpu().numpy()
 
     def state(self) -> dict:
