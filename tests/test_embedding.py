@@ -1,6 +1,9 @@
+import copy
+
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from rnnembed import RnnembedError, embedding
 from rnnembed.embedding import POOLINGS
@@ -72,6 +75,41 @@ def test_sif_weighs_the_state_block_and_the_fingerprint_follows(models, monkeypa
     monkeypatch.setattr(embedding, "SIF_STATE_WEIGHT", embedding.SIF_STATE_WEIGHT / 2)
     assert embedding.fingerprint(lm, "sif") != before[0]
     assert embedding.fingerprint(lm, "mean") == before[1]
+
+
+def test_sif_whitens_the_lines_it_was_fitted_on(models, small_corpus):
+    lm = models["bpe"]
+    tokenizer, model = lm.tokenizer, copy.deepcopy(lm.model)
+    lines = small_corpus[0].read_text(encoding="utf-8").splitlines()[:200]
+    # each line after a space, as WikiText-2 has them
+    ids = [[*tokenizer.encode(" " + line), tokenizer.eos_id] for line in lines]
+    embedding.fit_corpus_stats(model, torch.tensor([i for line in ids for i in line]), tokenizer)
+    texts = [line for line, i in zip(lines, ids, strict=True) if 4 <= len(i) - 1 <= 256]
+    sequences = [[*i, tokenizer.eos_id] for i in tokenizer.encode_batch(texts)]  # read stripped
+    with torch.no_grad():
+        pools = list(embedding.pooled_batches(model, sequences, tokenizer.eos_id, 64, lm.device))
+    stats = model.stats
+    for block, mean, whitening in (
+        (0, stats.hidden_mean, stats.hidden_whitening),
+        (1, stats.word_mean, stats.word_whitening),
+    ):
+        raw = torch.cat([pool.sif_blocks()[block] for _, pool in pools]).double()
+        white = ((raw - mean.double()) @ whitening.double()).numpy()
+        covariance = np.cov(white.T)
+        np.testing.assert_allclose(white.mean(0), 0, atol=1e-4)  # centred
+        np.testing.assert_allclose(covariance - np.diag(np.diag(covariance)), 0, atol=1e-4)
+        assert np.diag(covariance).max() <= 1 + 1e-4  # unit variance, less the floor
+
+
+def test_a_model_with_earlier_sif_statistics_is_refused(models, tmp_path):
+    lm = models["bpe"]
+    lm.save(tmp_path / "old")
+    weights = tmp_path / "old" / "model.safetensors"
+    tensors = load_file(str(weights))
+    tensors["stats.hidden_components"] = tensors.pop("stats.hidden_whitening")[:1]
+    save_file(tensors, str(weights))
+    with pytest.raises(RnnembedError, match="earlier rnnembed.*retrain"):
+        LanguageModel.load(tmp_path / "old")
 
 
 @pytest.mark.parametrize("kind", ["bpe", "word", "char"])

@@ -323,7 +323,7 @@ def _train_direction(
             result = trainer.run()
     else:
         result = trainer.run()
-    embedding.fit_corpus_stats(model, train_ids.to(trainer.device), tok.eos_id)
+    embedding.fit_corpus_stats(model, train_ids.to(trainer.device), tok)
     _save_weights(model, out / WEIGHTS)
     _write_curve(out)
     return model, result
@@ -397,7 +397,15 @@ def _load_weights(file: Path, model: RecurrentLM) -> RecurrentLM:
         )
         raise RnnembedError(f"{file}: missing{hint}; restore it or retrain")
     try:
-        load_model_tensors(model, load_file(str(file)))
+        tensors = load_file(str(file))
+        if any(name.endswith("stats.hidden_components") for name in tensors):
+            raise RnnembedError(
+                f"{file}: saved by an earlier rnnembed, whose sif pooling removed principal "
+                "directions where it now whitens; retrain the model"
+            )
+        load_model_tensors(model, tensors)
+    except RnnembedError:
+        raise
     except Exception as exc:
         raise RnnembedError(
             f"{file}: damaged or from another model ({exc}); restore it or retrain"

@@ -19,7 +19,6 @@ from rnnembed.config import JsonConfig
 from rnnembed.errors import RnnembedError
 
 CELLS = ("lstm", "gru", "elman")
-HIDDEN_COMPONENTS, WORD_COMPONENTS = 1, 3  # common directions the sif pooling removes
 
 # One layer's carried state: (h, c) for an LSTM, h for the other cells; each (batch, hidden).
 LayerState = Tensor | tuple[Tensor, Tensor]
@@ -84,20 +83,20 @@ def locked_dropout(x: Tensor, p: float, training: bool) -> Tensor:
 
 class CorpusStats(nn.Module):
     """What embeddings know of the training corpus: token frequencies p(w) and, for the ``sif``
-    pooling, the mean and principal directions of pooled hidden states and word vectors
+    pooling, the mean and whitening matrix of pooled hidden states and of pooled word vectors
     (filled by :func:`rnnembed.embedding.fit_corpus_stats` at the end of training)."""
 
     def __init__(self, vocab_size: int, hidden: int, words: int):
         super().__init__()
         self.register_buffer("frequencies", torch.zeros(vocab_size))
         self.register_buffer("hidden_mean", torch.zeros(hidden))
-        self.register_buffer("hidden_components", torch.zeros(HIDDEN_COMPONENTS, hidden))
+        self.register_buffer("hidden_whitening", torch.zeros(hidden, hidden))
         self.register_buffer("word_mean", torch.zeros(words))
-        self.register_buffer("word_components", torch.zeros(WORD_COMPONENTS, words))
+        self.register_buffer("word_whitening", torch.zeros(words, words))
 
     @property
     def fitted(self) -> bool:
-        return bool(self.hidden_components.any())
+        return bool(self.hidden_whitening.any())
 
 
 class RecurrentLM(nn.Module):
