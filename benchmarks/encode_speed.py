@@ -104,7 +104,9 @@ def long_text(lm: LanguageModel, words: list[str], tokens: int) -> str:
     return lm.tokenizer.decode(ids)
 
 
-def window_costs(lm: LanguageModel, words: list[str], windows: list[tuple[int, int]]) -> list:
+def window_costs(
+    lm: LanguageModel, words: list[str], windows: list[tuple[int, int]]
+) -> list[float]:
     """µs per token over each (first, last) token window of one stream fed real text word by
     word (windows in order, not overlapping)."""
     stream = lm.stream()
@@ -147,6 +149,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.stream_tokens < 1150:
+        parser.error("--stream-tokens must be at least 1150 (its windows are the last 1,000)")
 
     lm = LanguageModel.load(args.model)
     transformer = MiniLMShape().eval()

@@ -3,6 +3,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from rnnembed import RnnembedError, embedding
@@ -77,28 +78,65 @@ def test_sif_weighs_the_state_block_and_the_fingerprint_follows(models, monkeypa
     assert embedding.fingerprint(lm, "mean") == before[1]
 
 
-def test_sif_whitens_the_lines_it_was_fitted_on(models, small_corpus):
-    lm = models["bpe"]
-    tokenizer, model = lm.tokenizer, copy.deepcopy(lm.model)
-    lines = small_corpus[0].read_text(encoding="utf-8").splitlines()[:200]
-    # each line after a space, as WikiText-2 has them
-    ids = [[*tokenizer.encode(" " + line), tokenizer.eos_id] for line in lines]
-    embedding.fit_corpus_stats(model, torch.tensor([i for line in ids for i in line]), tokenizer)
-    texts = [line for line, i in zip(lines, ids, strict=True) if 4 <= len(i) - 1 <= 256]
-    sequences = [[*i, tokenizer.eos_id] for i in tokenizer.encode_batch(texts)]  # read stripped
+def _sif_blocks(model, tokenizer, texts: list[str], backward: bool) -> list[torch.Tensor]:
+    """The raw (state, word) sif averages of texts, as encode reads them."""
+    eos = tokenizer.eos_id
+    sequences = embedding.reading_order(tokenizer.encode_batch(texts), eos, backward)
+    device = next(model.parameters()).device
+    order, states, words = [], [], []
     with torch.no_grad():
-        pools = list(embedding.pooled_batches(model, sequences, tokenizer.eos_id, 64, lm.device))
+        for chosen, pool in embedding.pooled_batches(model, sequences, eos, 64, device):
+            order += chosen
+            states.append(pool.sif_blocks()[0].cpu())
+            words.append(pool.sif_blocks()[1].cpu())
+    back = np.argsort(order)
+    return [torch.cat(block).double()[back] for block in (states, words)]
+
+
+@pytest.mark.parametrize("backward", [False, True])
+def test_sif_whitens_the_lines_it_was_fitted_on(models, small_corpus, backward):
+    lm = models["bpe"]
+    tokenizer, model = lm.tokenizer, copy.deepcopy(lm.model).cpu()
+    lines = small_corpus[0].read_text(encoding="utf-8").splitlines()[:200]
+    # each line after a space, as WikiText-2 has them; a backward model trains on the reversal
+    eos = tokenizer.eos_id
+    spaced = [[*tokenizer.encode(" " + line), eos] for line in lines]
+    stream = torch.tensor([eos, *(i for line in spaced for i in line)])
+    embedding.fit_corpus_stats(model, stream.flip(0) if backward else stream, tokenizer, backward)
+    texts = [line for line in lines if len(tokenizer.encode(line)) in embedding.FIT_TOKENS]
     stats = model.stats
-    for block, mean, whitening in (
-        (0, stats.hidden_mean, stats.hidden_whitening),
-        (1, stats.word_mean, stats.word_whitening),
-    ):
-        raw = torch.cat([pool.sif_blocks()[block] for _, pool in pools]).double()
+    raw_blocks = _sif_blocks(model, tokenizer, texts, backward)
+    buffers = ((stats.hidden_mean, stats.hidden_whitening), (stats.word_mean, stats.word_whitening))
+    for raw, (mean, whitening) in zip(raw_blocks, buffers, strict=True):
         white = ((raw - mean.double()) @ whitening.double()).numpy()
         covariance = np.cov(white.T)
         np.testing.assert_allclose(white.mean(0), 0, atol=1e-4)  # centred
         np.testing.assert_allclose(covariance - np.diag(np.diag(covariance)), 0, atol=1e-4)
-        assert np.diag(covariance).max() <= 1 + 1e-4  # unit variance, less the floor
+        variances = np.linalg.eigvalsh(np.cov(raw.numpy().T))  # each axis: v / (v + floor)
+        expected = variances / (variances + embedding.WHITEN_FLOOR * variances.mean())
+        np.testing.assert_allclose(np.sort(np.diag(covariance)), np.sort(expected), atol=1e-4)
+
+
+def test_encode_applies_the_whitening(models):
+    lm = models["bpe"]
+    raw_states, raw_words = _sif_blocks(lm.model, lm.tokenizer, TEXTS[:3], backward=False)
+    stats = {name: t.cpu().double() for name, t in lm.model.stats.state_dict().items()}
+    states = (raw_states - stats["hidden_mean"]) @ stats["hidden_whitening"]
+    words = (raw_words - stats["word_mean"]) @ stats["word_whitening"]
+    expected = torch.cat(
+        [embedding.SIF_STATE_WEIGHT * F.normalize(states, dim=-1), F.normalize(words, dim=-1)], -1
+    )
+    got = lm.encode(TEXTS[:3], pooling="sif", normalize=False)
+    np.testing.assert_allclose(got, expected.numpy(), atol=1e-5)
+
+
+def test_too_few_lines_leave_the_model_without_sif_statistics(models):
+    lm = models["bpe"]
+    model = copy.deepcopy(lm.model).cpu()
+    model.stats.hidden_whitening.zero_()
+    one_line = torch.tensor([*lm.tokenizer.encode("a single line of text"), lm.tokenizer.eos_id])
+    embedding.fit_corpus_stats(model, one_line, lm.tokenizer)
+    assert not model.stats.fitted
 
 
 def test_a_model_with_earlier_sif_statistics_is_refused(models, tmp_path):

@@ -45,6 +45,7 @@ SIF_A = 1e-3
 SIF_STATE_WEIGHT = 0.1
 WHITEN_FLOOR = 0.01  # added to each variance, as a share of the mean variance: no 1/sqrt(0)
 FIT_LINES = 8192  # training lines the sif statistics are fitted on
+FIT_TOKENS = range(4, 257)  # the lengths of those lines
 
 
 def check_pooling(pooling: str) -> None:
@@ -147,10 +148,16 @@ def sif_weights(model: RecurrentLM, ids: torch.Tensor) -> torch.Tensor:
     return SIF_A / (SIF_A + model.stats.frequencies[ids])
 
 
+@torch.no_grad()
 def start_state(model: RecurrentLM, eos_id: int, device: torch.device) -> State:
     """The state after reading the opening ``<eos>`` (batch 1): the same for every text, so it
     is computed once and shared (:func:`expand_state`) instead of read again by each text."""
     return model(torch.tensor([[eos_id]], device=device), logits=False).state
+
+
+def reading_order(token_ids: list[list[int]], eos_id: int, backward: bool) -> list[list[int]]:
+    """Each text's ids as the model reads them (reversed for a backward model), then ``<eos>``."""
+    return [[*(ids[::-1] if backward else ids), eos_id] for ids in token_ids]
 
 
 def expand_state(state: State, batch: int) -> State:
@@ -235,8 +242,7 @@ def encode(
     token_ids = lm.tokenizer.encode_batch(list(texts))
     parts = []
     for model in directions(lm):
-        backward = model is lm.backward
-        sequences = [[*(ids[::-1] if backward else ids), eos] for ids in token_ids]
+        sequences = reading_order(token_ids, eos, backward=model is lm.backward)
         part = np.zeros((len(texts), _model_dim(model, pooling)), dtype=np.float32)
         for chosen, pool in pooled_batches(model.eval(), sequences, eos, batch_size, lm.device):
             part[chosen] = pool.vectors(pooling, normalize, model.stats).cpu().numpy()
@@ -249,41 +255,54 @@ def encode(
 
 @torch.no_grad()
 def fit_corpus_stats(
-    model: RecurrentLM, ids: torch.Tensor, tokenizer: Tokenizer, batch_size: int = 64
+    model: RecurrentLM,
+    ids: torch.Tensor,
+    tokenizer: Tokenizer,
+    backward: bool = False,
+    batch_size: int = 64,
 ) -> None:
-    """Fit the sif pooling's means and whitening matrices on up to ``FIT_LINES`` lines (4 to
-    256 tokens) spread evenly over a training id stream, each read as a text reaches
-    :func:`encode`: without the whitespace around it (WikiText-2 starts every line with a
-    space, which byte-level BPE reads into the first token; fitted on the lines as they are,
-    STS-B dev scores 66.9 where stripped lines give 68.8)."""
+    """Fit the sif pooling's means and whitening matrices on up to ``FIT_LINES`` lines of
+    ``FIT_TOKENS`` spread evenly over the id stream the model trained on (reversed for a
+    backward model). Each line is read as :func:`encode` reads a text: without the whitespace
+    around it (WikiText-2 starts every line with a space, which byte-level BPE reads into the
+    first token; fitted on the lines as they are, STS-B dev scores 66.9, stripped 68.8). Fewer
+    than two lines, or no variance among them, leave the model without statistics."""
     model.eval()
     eos_id = tokenizer.eos_id
     ends = (ids == eos_id).nonzero().flatten().tolist()
     lines = [ids[a + 1 : b].tolist() for a, b in zip([-1, *ends], ends, strict=False)]
-    lines = [line for line in lines if 4 <= len(line) <= 256]
-    if not lines:
-        return
+    lines = [line for line in lines if len(line) in FIT_TOKENS]
     lines = lines[:: max(1, len(lines) // FIT_LINES)][:FIT_LINES]
-    texts = [tokenizer.decode(line).strip() for line in lines]
-    sequences = [[*line, eos_id] for line in tokenizer.encode_batch(texts)]
+    texts = [tokenizer.decode(line[::-1] if backward else line).strip() for line in lines]
+    read = [line for line in tokenizer.encode_batch(texts) if len(line) in FIT_TOKENS]
+    if len(read) < 2:
+        return
     device = next(model.parameters()).device
-    states, words = [], []
-    for _, pool in pooled_batches(model, sequences, eos_id, batch_size, device):
-        s, w = pool.sif_blocks()
-        states.append(s)
-        words.append(w)
+    sequences = reading_order(read, eos_id, backward)
+    pools = [pool for _, pool in pooled_batches(model, sequences, eos_id, batch_size, device)]
+    states, words = (
+        _whitening(torch.cat([pool.sif_blocks()[block] for pool in pools])) for block in (0, 1)
+    )
+    if states is None or words is None:
+        return
     stats = model.stats
-    for blocks, mean, whitening in (
-        (torch.cat(states), stats.hidden_mean, stats.hidden_whitening),
-        (torch.cat(words), stats.word_mean, stats.word_whitening),
-    ):
-        blocks = blocks.double()
-        mean.copy_(blocks.mean(dim=0))
-        centred = blocks - blocks.mean(dim=0)
-        covariance = centred.T @ centred / max(len(blocks) - 1, 1)
-        variances, axes = torch.linalg.eigh(covariance)
-        variances = variances.clamp_min(0)
-        whitening.copy_(axes / torch.sqrt(variances + WHITEN_FLOOR * variances.mean()))
+    stats.hidden_mean.copy_(states[0])
+    stats.hidden_whitening.copy_(states[1])
+    stats.word_mean.copy_(words[0])
+    stats.word_whitening.copy_(words[1])
+
+
+def _whitening(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(mean, W) with W = U diag(1 / sqrt(var + WHITEN_FLOOR · mean var)), U and var the
+    axes and variances of the rows' covariance; None when the rows do not vary."""
+    blocks = blocks.double()
+    mean = blocks.mean(dim=0)
+    centred = blocks - mean
+    variances, axes = torch.linalg.eigh(centred.T @ centred / (len(blocks) - 1))
+    variances = variances.clamp_min(0)
+    if variances.sum() <= 0:
+        return None
+    return mean, axes / torch.sqrt(variances + WHITEN_FLOOR * variances.mean())
 
 
 class EmbeddingStream:
@@ -305,8 +324,7 @@ class EmbeddingStream:
         self.pending = ""
         self.tokens = 0
         self._pool = Pool.empty(1, lm.model, lm.device)
-        with torch.no_grad():
-            self._state = start_state(lm.model.eval(), lm.tokenizer.eos_id, lm.device)
+        self._state = start_state(lm.model.eval(), lm.tokenizer.eos_id, lm.device)
 
     @torch.no_grad()
     def _advance(self, ids: list[int], pool: Pool, state: State) -> State:

@@ -159,12 +159,12 @@ class LanguageModel:
         )
         halves = config.bidirectional and config.minutes is not None
         each = replace(config, minutes=config.minutes / 2) if halves else config
-        runs = [(out, train_ids, valid_ids)]
+        runs = [(out, train_ids, valid_ids, False)]
         if config.bidirectional:
-            runs.append((out / BACKWARD, train_ids.flip(0), valid_ids.flip(0)))
+            runs.append((out / BACKWARD, train_ids.flip(0), valid_ids.flip(0), True))
         trained = [
-            _train_direction(folder, each, tok, ids, held, resume, progress)
-            for folder, ids, held in runs
+            _train_direction(folder, each, tok, ids, held, backward, resume, progress)
+            for folder, ids, held, backward in runs
         ]
         lm = cls(
             trained[0][0], tok, config, backward=trained[1][0] if config.bidirectional else None
@@ -288,11 +288,13 @@ def _train_direction(
     tok: Tokenizer,
     train_ids: torch.Tensor,
     valid_ids: torch.Tensor,
+    backward: bool,
     resume: bool,
     progress: bool,
 ) -> tuple[RecurrentLM, TrainResult]:
-    """Train one model into ``out`` (weights, metrics, curve, checkpoint); with ``resume``,
-    continue its checkpoint, or take it as it is if its run has finished."""
+    """Train one model into ``out`` (weights, metrics, curve, checkpoint) on ids in its reading
+    order (``backward``: reversed); with ``resume``, continue its checkpoint, or take it as it
+    is if its run has finished."""
     finals = [r for r in read_metrics(out) if r.get("final")] if resume else []
     torch.manual_seed(config.seed)
     model = RecurrentLM(model_config(config, tok.vocab_size))
@@ -323,7 +325,7 @@ def _train_direction(
             result = trainer.run()
     else:
         result = trainer.run()
-    embedding.fit_corpus_stats(model, train_ids.to(trainer.device), tok)
+    embedding.fit_corpus_stats(model, train_ids.to(trainer.device), tok, backward)
     _save_weights(model, out / WEIGHTS)
     _write_curve(out)
     return model, result
@@ -396,20 +398,20 @@ def _load_weights(file: Path, model: RecurrentLM) -> RecurrentLM:
             else ""
         )
         raise RnnembedError(f"{file}: missing{hint}; restore it or retrain")
+    damaged = f"{file}: damaged or from another model ({{}}); restore it or retrain"
     try:
         tensors = load_file(str(file))
-        if any(name.endswith("stats.hidden_components") for name in tensors):
-            raise RnnembedError(
-                f"{file}: saved by an earlier rnnembed, whose sif pooling removed principal "
-                "directions where it now whitens; retrain the model"
-            )
-        load_model_tensors(model, tensors)
-    except RnnembedError:
-        raise
     except Exception as exc:
+        raise RnnembedError(damaged.format(exc)) from None
+    if "stats.hidden_components" in tensors:
         raise RnnembedError(
-            f"{file}: damaged or from another model ({exc}); restore it or retrain"
-        ) from None
+            f"{file}: saved by an earlier rnnembed, whose sif pooling removed principal "
+            "directions where it now whitens; retrain the model"
+        )
+    try:
+        load_model_tensors(model, tensors)
+    except Exception as exc:
+        raise RnnembedError(damaged.format(exc)) from None
     return model
 
 
