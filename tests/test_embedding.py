@@ -84,8 +84,9 @@ def _sif_blocks(model, tokenizer, texts: list[str], backward: bool) -> list[torc
     sequences = embedding.reading_order(tokenizer.encode_batch(texts), eos, backward)
     device = next(model.parameters()).device
     order, states, words = [], [], []
+    start = embedding.start_state(model, eos, device)
     with torch.no_grad():
-        for chosen, pool in embedding.pooled_batches(model, sequences, eos, 64, device):
+        for chosen, pool in embedding.pooled_batches(model, sequences, start, 64, device):
             order += chosen
             states.append(pool.sif_blocks()[0].cpu())
             words.append(pool.sif_blocks()[1].cpu())

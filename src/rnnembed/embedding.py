@@ -151,7 +151,8 @@ def sif_weights(model: RecurrentLM, ids: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def start_state(model: RecurrentLM, eos_id: int, device: torch.device) -> State:
     """The state after reading the opening ``<eos>`` (batch 1): the same for every text, so it
-    is computed once and shared (:func:`expand_state`) instead of read again by each text."""
+    is computed once (:meth:`LanguageModel.start_state` keeps it) and shared by every row
+    (:func:`expand_state`) instead of read again by each text."""
     return model(torch.tensor([[eos_id]], device=device), logits=False).state
 
 
@@ -162,12 +163,8 @@ def reading_order(token_ids: list[list[int]], eos_id: int, backward: bool) -> li
 
 def expand_state(state: State, batch: int) -> State:
     """A batch-1 state repeated for ``batch`` rows."""
-    return [
-        tuple(t.expand(batch, -1).contiguous() for t in layer)
-        if isinstance(layer, tuple)
-        else layer.expand(batch, -1).contiguous()
-        for layer in state
-    ]
+    layers = flatten_state(state)
+    return unflatten_state([[t.expand(batch, -1).contiguous() for t in layer] for layer in layers])
 
 
 def run(
@@ -192,16 +189,15 @@ def run(
 def pooled_batches(
     model: RecurrentLM,
     sequences: list[list[int]],
-    eos_id: int,
+    start: State,
     batch_size: int,
     device: torch.device,
 ) -> Iterator[tuple[list[int], Pool]]:
-    """(indices, pool) for batches of sequences taken in order of length, each read from the
-    state after the opening ``<eos>`` (which is not pooled)."""
-    start_from = start_state(model, eos_id, device)
+    """(indices, pool) for batches of sequences taken in order of length, each read from
+    ``start``, the batch-1 state after the opening ``<eos>`` (:func:`start_state`)."""
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-    for start in range(0, len(order), batch_size):
-        chosen = order[start : start + batch_size]
+    for first in range(0, len(order), batch_size):
+        chosen = order[first : first + batch_size]
         lengths = torch.tensor([len(sequences[i]) for i in chosen], device=device)
         # padding id 0 is any valid id: padded positions never enter a pool
         ids = torch.zeros(len(chosen), int(lengths.max()), dtype=torch.long, device=device)
@@ -209,7 +205,7 @@ def pooled_batches(
             ids[row, : len(sequences[i])] = torch.tensor(sequences[i], device=device)
         mask = torch.arange(ids.shape[1], device=device) < lengths.unsqueeze(1)
         pool = Pool.empty(len(chosen), model, device)
-        run(model, ids, mask, pool, expand_state(start_from, len(chosen)))
+        run(model, ids, mask, pool, expand_state(start, len(chosen)))
         yield chosen, pool
 
 
@@ -244,7 +240,8 @@ def encode(
     for model in directions(lm):
         sequences = reading_order(token_ids, eos, backward=model is lm.backward)
         part = np.zeros((len(texts), _model_dim(model, pooling)), dtype=np.float32)
-        for chosen, pool in pooled_batches(model.eval(), sequences, eos, batch_size, lm.device):
+        start = lm.start_state(model.eval())
+        for chosen, pool in pooled_batches(model, sequences, start, batch_size, lm.device):
             part[chosen] = pool.vectors(pooling, normalize, model.stats).cpu().numpy()
         parts.append(part)
     if len(parts) == 1:
@@ -279,7 +276,8 @@ def fit_corpus_stats(
         return
     device = next(model.parameters()).device
     sequences = reading_order(read, eos_id, backward)
-    pools = [pool for _, pool in pooled_batches(model, sequences, eos_id, batch_size, device)]
+    start = start_state(model, eos_id, device)
+    pools = [pool for _, pool in pooled_batches(model, sequences, start, batch_size, device)]
     states, words = (
         _whitening(torch.cat([pool.sif_blocks()[block] for pool in pools])) for block in (0, 1)
     )
@@ -324,7 +322,7 @@ class EmbeddingStream:
         self.pending = ""
         self.tokens = 0
         self._pool = Pool.empty(1, lm.model, lm.device)
-        self._state = start_state(lm.model.eval(), lm.tokenizer.eos_id, lm.device)
+        self._state = lm.start_state(lm.model.eval())
 
     @torch.no_grad()
     def _advance(self, ids: list[int], pool: Pool, state: State) -> State:

@@ -22,7 +22,7 @@ from rnnembed.corpus import iter_texts
 from rnnembed.embedding import DEFAULT_POOLING, EmbeddingStream
 from rnnembed.errors import RnnembedError
 from rnnembed.generation import sample
-from rnnembed.model import ModelConfig, RecurrentLM, stream_loss
+from rnnembed.model import ModelConfig, RecurrentLM, State, stream_loss
 from rnnembed.perplexity import Evaluation
 from rnnembed.tokenizer import Tokenizer
 from rnnembed.training import (
@@ -67,6 +67,7 @@ class LanguageModel:
         self.train_config = train_config or TrainConfig()
         self.results: list[TrainResult] = []  # of the last training: forward (, backward)
         self._fingerprints: dict[str, str] = {}
+        self._start_states: dict[bool, State] = {}  # by direction: backward or not
 
     @property
     def last_result(self) -> TrainResult | None:
@@ -238,6 +239,17 @@ class LanguageModel:
         if pooling not in self._fingerprints:
             self._fingerprints[pooling] = embedding.fingerprint(self, pooling)
         return self._fingerprints[pooling]
+
+    def start_state(self, model: RecurrentLM) -> State:
+        """The state of ``model`` (this model or its backward half) after reading ``<eos>``,
+        where every text starts (:func:`rnnembed.embedding.start_state`). Computed once, as the
+        fingerprint is: a single query would otherwise pay a second model call."""
+        backward = model is self.backward
+        if backward not in self._start_states:
+            self._start_states[backward] = embedding.start_state(
+                model, self.tokenizer.eos_id, self.device
+            )
+        return self._start_states[backward]
 
     # -- scoring and generating ----------------------------------------------------------------
 
