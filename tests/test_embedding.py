@@ -49,12 +49,28 @@ def test_a_text_gets_the_same_vector_alone_or_in_any_batch(models, pooling):
     np.testing.assert_allclose(shuffled[: len(TEXTS)][::-1], batch, atol=1e-5)
 
 
+def test_the_recurrence_runs_without_tf32_and_the_setting_comes_back(models, monkeypatch):
+    lm = models["bpe"]
+    seen, forward = [], lm.model.forward
+
+    def recording(*args, **kwargs):
+        seen.append(torch.backends.cudnn.allow_tf32)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(lm.model, "forward", recording)
+    before = torch.backends.cudnn.allow_tf32
+    lm.encode(TEXTS)
+    assert seen and not any(seen)  # cuDNN's TF32 would make batches differ on a GPU
+    assert torch.backends.cudnn.allow_tf32 == before
+
+
 def test_pooling_ignores_padding_exactly_as_the_definition_says(models):
     lm = models["word"]
     text = "the statement is a loop"
     ids = [lm.tokenizer.eos_id, *lm.tokenizer.encode(text), lm.tokenizer.eos_id]
     with torch.no_grad():  # the states after the opening eos
-        hidden = lm.model(torch.tensor([ids]), logits=False).hidden[0, 1:]
+        hidden = lm.model(torch.tensor([ids], device=lm.device), logits=False).hidden[0, 1:]
+    hidden = hidden.cpu()
     np.testing.assert_allclose(
         lm.encode([text], pooling="mean", normalize=False)[0], hidden.mean(0).numpy(), atol=1e-5
     )
