@@ -21,6 +21,7 @@ from pathlib import Path
 from common import emit
 
 from rnnembed.datasets import data_dir
+from rnnembed.embedding import directions
 from rnnembed.errors import RnnembedError
 from rnnembed.evaluation import evaluate
 from rnnembed.evaluation.baselines import BASELINES, train_baseline
@@ -65,6 +66,11 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated subset")
     parser.add_argument("--pooling", default=None, help="default: the model's (sif)")
     parser.add_argument("--tokenizer", default="bpe")
+    parser.add_argument(
+        "--bidirectional",
+        action="store_true",
+        help="train each model as a forward and a backward LM, half the budget each",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--reuse", action="store_true", help="load models already in OUT instead of training"
@@ -85,15 +91,22 @@ def model_for(name: str, minutes: float, args: argparse.Namespace, root: Path) -
         valid=[root / f for f in valid] if valid else None,
         tokenizer=args.tokenizer,
         minutes=minutes,
+        bidirectional=args.bidirectional,
         seed=args.seed,
     )
-    result = lm.last_result
+    runs = [  # forward (, backward)
+        {
+            "minutes": round(r.seconds / 60, 2),
+            "valid_ppl": round(r.valid_ppl, 2),
+            "epochs": r.epochs,
+        }
+        for r in lm.results
+    ]
     return lm, {
         "out": str(folder),
-        "minutes": round(result.seconds / 60, 2),
-        "valid_ppl": round(result.valid_ppl, 2),
-        "epochs": result.epochs,
-        "parameters": sum(p.numel() for p in lm.model.parameters()),
+        **runs[0],
+        **({"backward": runs[1]} if len(runs) > 1 else {}),
+        "parameters": sum(p.numel() for model in directions(lm) for p in model.parameters()),
         "recipe": lm.train_config.to_dict(),
     }
 

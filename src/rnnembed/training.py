@@ -115,7 +115,9 @@ def choose_defaults(config: TrainConfig, kind: str, vocab_size: int) -> TrainCon
       streams (perplexity); subword models, the embeddings' default, stay 2×384 at every
       budget (encoding speed: README, benchmarks/encode_speed.py);
     - characters (and other small vocabularies): 2×512 LSTM, 16 streams × 64 steps, AdamW
-      5e-3, dropout 0/.1/.1.
+      5e-3, dropout 0/.1/.1;
+    - bidirectional: one layer per direction, so the pair encodes at the cost of the forward
+      model (two layer calls per batch) and trains each half faster on its half of the budget.
     """
     c = TrainConfig.from_dict(config.to_dict())
     if c.minutes is None and c.epochs is None:
@@ -142,6 +144,8 @@ def choose_defaults(config: TrainConfig, kind: str, vocab_size: int) -> TrainCon
         drops = (0.1, 0.25, 0.4) if long_run else (0.1, 0.2, 0.3)
     if c.optimizer == "sgd":
         shape["lr"] = 20.0
+    if c.bidirectional:
+        shape["layers"] = 1
     for name, value in shape.items():
         if not getattr(c, name):
             setattr(c, name, value)
