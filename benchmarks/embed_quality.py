@@ -84,7 +84,13 @@ def model_for(name: str, minutes: float, args: argparse.Namespace, root: Path) -
     folder = args.out / name
     if args.reuse and (folder / CONFIG).is_file():
         lm = LanguageModel.load(folder)
-        return lm, {"out": str(folder), "reused": True, "minutes": lm.train_config.minutes}
+        config = lm.train_config
+        return lm, {
+            "out": str(folder),
+            "reused": True,
+            "minutes": config.minutes,
+            "bidirectional": config.bidirectional,
+        }
     lm = LanguageModel.train(
         [root / f for f in train],
         folder,

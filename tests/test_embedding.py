@@ -62,6 +62,11 @@ def test_the_recurrence_runs_without_tf32_and_the_setting_comes_back(models, mon
     lm.encode(TEXTS)
     assert seen and not any(seen)  # cuDNN's TF32 would make batches differ on a GPU
     assert torch.backends.cudnn.allow_tf32 == before
+    with embedding.ieee_float32:
+        with embedding.ieee_float32:  # as another thread would, while the first is inside
+            pass
+        assert not torch.backends.cudnn.allow_tf32  # still inside: still off
+    assert torch.backends.cudnn.allow_tf32 == before
 
 
 def test_pooling_ignores_padding_exactly_as_the_definition_says(models):
@@ -102,7 +107,7 @@ def _sif_blocks(model, tokenizer, texts: list[str], backward: bool) -> list[torc
     order, states, words = [], [], []
     start = embedding.start_state(model, eos, device)
     with torch.no_grad():
-        for chosen, pool in embedding.pooled_batches(model, sequences, start, 64, device):
+        for chosen, pool in embedding.pooled_batches(model, sequences, start, "sif", 64, device):
             order += chosen
             states.append(pool.sif_blocks()[0].cpu())
             words.append(pool.sif_blocks()[1].cpu())
@@ -183,21 +188,23 @@ def test_the_stream_equals_batch_encoding(models, kind, pooling):
     np.testing.assert_allclose(stream.vector(), lm.encode([text], pooling=pooling)[0], atol=1e-5)
 
 
-def test_a_stream_saves_and_continues(models):
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_a_stream_saves_and_continues(models, pooling):
     lm = models["bpe"]
-    first = lm.stream()
+    first = lm.stream(pooling=pooling)
     first.feed("Exceptions are raised with the ra")
-    second = lm.stream().restore(first.state())
+    second = lm.stream(pooling=pooling).restore(first.state())
     first.feed("ise statement.")
     second.feed("ise statement.")
     np.testing.assert_allclose(second.vector(), first.vector(), atol=1e-6)
     np.testing.assert_allclose(
         second.vector(),
-        lm.encode(["Exceptions are raised with the raise statement."])[0],
+        lm.encode(["Exceptions are raised with the raise statement."], pooling=pooling)[0],
         atol=1e-5,
     )
+    other = "mean" if pooling != "mean" else "sif"
     with pytest.raises(RnnembedError, match="another model or pooling"):
-        lm.stream(pooling="mean").restore(first.state())
+        lm.stream(pooling=other).restore(first.state())
 
 
 def test_bad_arguments_are_clear_errors(models):

@@ -21,8 +21,8 @@ vector alone or in any batch.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -71,23 +71,27 @@ def embedding_dim(lm: LanguageModel, pooling: str) -> int:
 
 
 class Pool:
-    """Running pooled statistics of a batch of sequences: the sum, count, maximum and last of
-    the states, and the frequency-weighted sums of states and word vectors with their weight."""
+    """Running pooled statistics of a batch of sequences, those its pooling reads: the sum and
+    count of the states (mean), their maximum (max), the last state (last), or the
+    frequency-weighted sums of states and word vectors with their weight (sif). The fields
+    another pooling reads keep their starting values, so a stream's saved state has one layout."""
 
     FIELDS = ("total", "count", "max", "last", "sif_states", "sif_words", "sif_weight")
 
-    def __init__(self, *tensors: torch.Tensor):
+    def __init__(self, pooling: str, *tensors: torch.Tensor):
+        self.pooling = pooling
         for name, tensor in zip(self.FIELDS, tensors, strict=True):
             setattr(self, name, tensor)
 
     @classmethod
-    def empty(cls, batch: int, model: RecurrentLM, device: torch.device) -> Pool:
+    def empty(cls, pooling: str, batch: int, model: RecurrentLM, device: torch.device) -> Pool:
         def zeros(dims: int) -> torch.Tensor:
             return torch.zeros(batch, dims, device=device)
 
         states = model.hidden_size
         minus_inf = torch.full((batch, states), float("-inf"), device=device)
         return cls(
+            pooling,
             zeros(states),
             zeros(1),
             minus_inf,
@@ -101,45 +105,50 @@ class Pool:
         return [getattr(self, name) for name in self.FIELDS]
 
     def copy(self) -> Pool:
-        return Pool(*(t.clone() for t in self.tensors()))
+        return Pool(self.pooling, *(t.clone() for t in self.tensors()))
 
     def add(
-        self, states: torch.Tensor, words: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor
+        self, model: RecurrentLM, ids: torch.Tensor, states: torch.Tensor, mask: torch.Tensor
     ) -> None:
-        """Add states and words (batch, time, dims) and SIF weights (batch, time) at the
-        positions where mask (batch, time) is true."""
+        """Add the states (batch, time, dims) that ``model`` gave for ``ids`` (batch, time) at
+        the positions where mask (batch, time) is true; sif also adds the ids' word vectors."""
         keep = mask.unsqueeze(-1)
-        self.total += (states * keep).sum(dim=1)
-        self.count += keep.sum(dim=1)
-        self.max = torch.maximum(self.max, states.masked_fill(~keep, float("-inf")).amax(dim=1))
-        steps = torch.arange(1, mask.shape[1] + 1, device=mask.device)
-        last_index = (mask.long() * steps).argmax(dim=1)
-        picked = states[torch.arange(states.shape[0], device=states.device), last_index]
-        self.last = torch.where(mask.any(dim=1, keepdim=True), picked, self.last)
-        w = (weights * mask).unsqueeze(-1)
-        self.sif_states += (states * w).sum(dim=1)
-        self.sif_words += (words * w).sum(dim=1)
-        self.sif_weight += w.sum(dim=1)
+        if self.pooling in ("mean", "mean+max"):
+            self.total += (states * keep).sum(dim=1)
+            self.count += keep.sum(dim=1)
+        if self.pooling in ("max", "mean+max"):
+            masked = states.masked_fill(~keep, float("-inf"))
+            self.max = torch.maximum(self.max, masked.amax(dim=1))
+        if self.pooling == "last":
+            steps = torch.arange(1, mask.shape[1] + 1, device=mask.device)
+            last_index = (mask.long() * steps).argmax(dim=1)
+            picked = states[torch.arange(states.shape[0], device=states.device), last_index]
+            self.last = torch.where(mask.any(dim=1, keepdim=True), picked, self.last)
+        if self.pooling == "sif":
+            w = (sif_weights(model, ids) * mask).unsqueeze(-1)
+            self.sif_states += (states * w).sum(dim=1)
+            self.sif_words += (model.embed(ids).float() * w).sum(dim=1)
+            self.sif_weight += w.sum(dim=1)
 
     def sif_blocks(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The weighted averages of states and of word vectors, before any correction."""
         weight = self.sif_weight.clamp_min(1e-12)
         return self.sif_states / weight, self.sif_words / weight
 
-    def vectors(self, pooling: str, normalize: bool, stats: CorpusStats) -> torch.Tensor:
-        if pooling == "sif":
+    def vectors(self, normalize: bool, stats: CorpusStats) -> torch.Tensor:
+        if self.pooling == "sif":
             states, words = self.sif_blocks()
             states = (states - stats.hidden_mean) @ stats.hidden_whitening
             words = (words - stats.word_mean) @ stats.word_whitening
             out = torch.cat(
                 [SIF_STATE_WEIGHT * F.normalize(states, dim=-1), F.normalize(words, dim=-1)], dim=-1
             )
-        elif pooling == "last":
+        elif self.pooling == "last":
             out = self.last
         else:
             mean = self.total / self.count.clamp_min(1)
             out = {"mean": mean, "max": self.max, "mean+max": torch.cat([mean, self.max], -1)}[
-                pooling
+                self.pooling
             ]
         return F.normalize(out, dim=-1) if normalize else out
 
@@ -149,17 +158,32 @@ def sif_weights(model: RecurrentLM, ids: torch.Tensor) -> torch.Tensor:
     return SIF_A / (SIF_A + model.stats.frequencies[ids])
 
 
-@contextmanager
-def ieee_float32() -> Iterator[None]:
-    """Recurrences in true float32 on a GPU: cuDNN runs them in TF32 by default, which makes a
-    text's vector depend on its batch by up to 1.4e-4 (mean pooling, H200), against 1.6e-7 in
-    float32, for 6% of the encoding speed."""
-    allowed = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32 = allowed
+class _IeeeFloat32:
+    """``with ieee_float32:`` runs recurrences in true float32 on a GPU (cuDNN's TF32 off), so a
+    text's vector is the same alone or in any batch to 1e-5 there too. The setting is one per
+    process: it stays off while any thread is inside and the caller's comes back after the last
+    one leaves."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._inside = 0
+        self._saved = True
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._inside == 0:
+                self._saved = torch.backends.cudnn.allow_tf32
+                torch.backends.cudnn.allow_tf32 = False
+            self._inside += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._inside -= 1
+            if self._inside == 0:
+                torch.backends.cudnn.allow_tf32 = self._saved
+
+
+ieee_float32 = _IeeeFloat32()
 
 
 @torch.no_grad()
@@ -167,7 +191,7 @@ def start_state(model: RecurrentLM, eos_id: int, device: torch.device) -> State:
     """The state after reading the opening ``<eos>`` (batch 1): the same for every text, so it
     is computed once (:meth:`LanguageModel.start_state` keeps it) and shared by every row
     (:func:`expand_state`) instead of read again by each text."""
-    with ieee_float32():
+    with ieee_float32:
         return model(torch.tensor([[eos_id]], device=device), logits=False).state
 
 
@@ -191,14 +215,13 @@ def run(
 ) -> State:
     """Feed ids (batch, time) from ``state`` in windows of ``WINDOW``, pooling where mask is
     true; returns the carried state."""
-    for begin in range(0, ids.shape[1], WINDOW):
-        window = slice(begin, begin + WINDOW)
-        chunk = ids[:, window]
-        with ieee_float32():
+    with ieee_float32:
+        for begin in range(0, ids.shape[1], WINDOW):
+            window = slice(begin, begin + WINDOW)
+            chunk = ids[:, window]
             result = model(chunk, state, logits=False)
-        state = result.state
-        words = model.embed(chunk).float()
-        pool.add(result.hidden.float(), words, sif_weights(model, chunk), mask[:, window])
+            state = result.state
+            pool.add(model, chunk, result.hidden.float(), mask[:, window])
     return state
 
 
@@ -206,21 +229,23 @@ def pooled_batches(
     model: RecurrentLM,
     sequences: list[list[int]],
     start: State,
+    pooling: str,
     batch_size: int,
     device: torch.device,
 ) -> Iterator[tuple[list[int], Pool]]:
-    """(indices, pool) for batches of sequences taken in order of length, each read from
-    ``start``, the batch-1 state after the opening ``<eos>`` (:func:`start_state`)."""
+    """(indices, pool of ``pooling``) for batches of sequences taken in order of length, each
+    read from ``start``, the batch-1 state after the opening ``<eos>`` (:func:`start_state`)."""
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
     for first in range(0, len(order), batch_size):
         chosen = order[first : first + batch_size]
-        lengths = torch.tensor([len(sequences[i]) for i in chosen], device=device)
+        lengths = [len(sequences[i]) for i in chosen]
         # padding id 0 is any valid id: padded positions never enter a pool
-        ids = torch.zeros(len(chosen), int(lengths.max()), dtype=torch.long, device=device)
+        padded = np.zeros((len(chosen), max(lengths)), dtype=np.int64)
         for row, i in enumerate(chosen):
-            ids[row, : len(sequences[i])] = torch.tensor(sequences[i], device=device)
-        mask = torch.arange(ids.shape[1], device=device) < lengths.unsqueeze(1)
-        pool = Pool.empty(len(chosen), model, device)
+            padded[row, : lengths[row]] = sequences[i]
+        ids = torch.from_numpy(padded).to(device)
+        mask = torch.from_numpy(np.arange(padded.shape[1]) < np.array(lengths)[:, None]).to(device)
+        pool = Pool.empty(pooling, len(chosen), model, device)
         run(model, ids, mask, pool, expand_state(start, len(chosen)))
         yield chosen, pool
 
@@ -257,8 +282,9 @@ def encode(
         sequences = reading_order(token_ids, eos, backward=model is lm.backward)
         part = np.zeros((len(texts), _model_dim(model, pooling)), dtype=np.float32)
         start = lm.start_state(model.eval())
-        for chosen, pool in pooled_batches(model, sequences, start, batch_size, lm.device):
-            part[chosen] = pool.vectors(pooling, normalize, model.stats).cpu().numpy()
+        batches = pooled_batches(model, sequences, start, pooling, batch_size, lm.device)
+        for chosen, pool in batches:
+            part[chosen] = pool.vectors(normalize, model.stats).cpu().numpy()
         parts.append(part)
     if len(parts) == 1:
         return parts[0]
@@ -293,7 +319,8 @@ def fit_corpus_stats(
     device = next(model.parameters()).device
     sequences = reading_order(read, eos_id, backward)
     start = start_state(model, eos_id, device)
-    pools = [pool for _, pool in pooled_batches(model, sequences, start, batch_size, device)]
+    batches = pooled_batches(model, sequences, start, "sif", batch_size, device)
+    pools = [pool for _, pool in batches]
     states, words = (
         _whitening(torch.cat([pool.sif_blocks()[block] for pool in pools])) for block in (0, 1)
     )
@@ -337,7 +364,7 @@ class EmbeddingStream:
         self.lm, self.pooling, self.normalize = lm, pooling, normalize
         self.pending = ""
         self.tokens = 0
-        self._pool = Pool.empty(1, lm.model, lm.device)
+        self._pool = Pool.empty(pooling, 1, lm.model, lm.device)
         self._state = lm.start_state(lm.model.eval())
 
     @torch.no_grad()
@@ -360,7 +387,7 @@ class EmbeddingStream:
         tail = (tokenizer.encode(self.pending) if self.pending else []) + [tokenizer.eos_id]
         pool = self._pool.copy()
         self._advance(tail, pool, self._state)
-        return pool.vectors(self.pooling, self.normalize, self.lm.model.stats)[0].cpu().numpy()
+        return pool.vectors(self.normalize, self.lm.model.stats)[0].cpu().numpy()
 
     def state(self) -> dict:
         """Everything needed to continue this stream later (arrays and plain values)."""
@@ -384,7 +411,7 @@ class EmbeddingStream:
             )
         device = self.lm.device
         self.pending, self.tokens = saved["pending"], saved["tokens"]
-        self._pool = Pool(*(torch.tensor(a, device=device) for a in saved["pool"]))
+        self._pool = Pool(self.pooling, *(torch.tensor(a, device=device) for a in saved["pool"]))
         self._state = unflatten_state(
             [[torch.tensor(a, device=device) for a in layer] for layer in saved["model_state"]]
         )

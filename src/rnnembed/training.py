@@ -116,8 +116,9 @@ def choose_defaults(config: TrainConfig, kind: str, vocab_size: int) -> TrainCon
       budget (encoding speed: README, benchmarks/encode_speed.py);
     - characters (and other small vocabularies): 2×512 LSTM, 16 streams × 64 steps, AdamW
       5e-3, dropout 0/.1/.1;
-    - bidirectional: one layer per direction, so the pair encodes at the cost of the forward
-      model (two layer calls per batch) and trains each half faster on its half of the budget.
+    - bidirectional: one layer per direction, so the pair encodes with two layer calls per
+      batch as the forward model does, and each half trains faster on its half of the budget
+      (measured with BPE: README).
     """
     c = TrainConfig.from_dict(config.to_dict())
     if c.minutes is None and c.epochs is None:
