@@ -104,15 +104,14 @@ def _sif_blocks(model, tokenizer, texts: list[str], backward: bool) -> list[torc
     eos = tokenizer.eos_id
     sequences = embedding.reading_order(tokenizer.encode_batch(texts), eos, backward)
     device = next(model.parameters()).device
-    order, states, words = [], [], []
+    order, blocks = [], []
     start = embedding.start_state(model, eos, device)
     with torch.no_grad():
         for chosen, pool in embedding.pooled_batches(model, sequences, start, "sif", 64, device):
             order += chosen
-            states.append(pool.sif_blocks()[0].cpu())
-            words.append(pool.sif_blocks()[1].cpu())
+            blocks.append([block.cpu() for block in pool.sif_blocks()])
     back = np.argsort(order)
-    return [torch.cat(block).double()[back] for block in (states, words)]
+    return [torch.cat(block).double()[back] for block in zip(*blocks, strict=True)]
 
 
 @pytest.mark.parametrize("backward", [False, True])

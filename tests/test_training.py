@@ -85,7 +85,7 @@ def test_defaults_follow_the_tokenizer_and_budget(
     assert picked == (hidden, streams, softmax, dropout)
     assert config.tie_weights == (softmax == "full")
     assert choose_defaults(TrainConfig(minutes=minutes, hidden=200), kind, vocab).hidden == 200
-    assert choose_defaults(TrainConfig(minutes=minutes), kind, vocab).layers == 2
+    assert config.layers == 2
     both_ways = choose_defaults(TrainConfig(minutes=minutes, bidirectional=True), kind, vocab)
     assert (both_ways.layers, both_ways.hidden) == (1, hidden)  # two directions, one layer each
 

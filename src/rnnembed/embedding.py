@@ -320,10 +320,8 @@ def fit_corpus_stats(
     sequences = reading_order(read, eos_id, backward)
     start = start_state(model, eos_id, device)
     batches = pooled_batches(model, sequences, start, "sif", batch_size, device)
-    pools = [pool for _, pool in batches]
-    states, words = (
-        _whitening(torch.cat([pool.sif_blocks()[block] for pool in pools])) for block in (0, 1)
-    )
+    blocks = [pool.sif_blocks() for _, pool in batches]  # (states, words) of each batch
+    states, words = (_whitening(torch.cat(block)) for block in zip(*blocks, strict=True))
     if states is None or words is None:
         return
     stats = model.stats
