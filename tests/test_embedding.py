@@ -151,6 +151,30 @@ def test_encode_applies_the_whitening(models):
     np.testing.assert_allclose(got, expected.numpy(), atol=1e-5)
 
 
+def _adapted_stats_match(lm: LanguageModel, texts: list[str]) -> None:
+    """Inside ``lm.adapted(texts)`` each direction has the statistics fit_text_stats gives."""
+    for model in embedding.directions(lm):
+        fitted = copy.deepcopy(model)
+        embedding.fit_text_stats(fitted, texts, lm.tokenizer, backward=model is lm.backward)
+        for name, tensor in model.stats.state_dict().items():
+            torch.testing.assert_close(tensor, fitted.stats.state_dict()[name])
+
+
+def test_adapted_refits_the_sif_statistics_on_the_texts_and_puts_them_back(models, small_corpus):
+    lm = models["bpe"]
+    texts = small_corpus[1].read_text(encoding="utf-8").splitlines()[:100]
+    before, fingerprint = lm.encode(texts), lm.fingerprint()
+    with lm.adapted(texts) as adapted:
+        assert adapted is lm and lm.fingerprint() != fingerprint
+        _adapted_stats_match(lm, texts)
+        assert not np.allclose(lm.encode(texts), before, atol=1e-3)
+    np.testing.assert_array_equal(lm.encode(texts), before)
+    assert lm.fingerprint() == fingerprint
+    with pytest.raises(KeyboardInterrupt), lm.adapted(texts):
+        raise KeyboardInterrupt  # an interrupted evaluation leaves the model as it was
+    np.testing.assert_array_equal(lm.encode(texts), before)
+
+
 def test_too_few_lines_leave_the_model_without_sif_statistics(models):
     lm = models["bpe"]
     model = copy.deepcopy(lm.model).cpu()
@@ -234,3 +258,6 @@ def test_a_bidirectional_model_reads_both_ways(tmp_path, small_corpus):
     assert not np.allclose(again.encode([reversed_text]), both[:1], atol=1e-3)
     with pytest.raises(RnnembedError, match="cannot stream"):
         again.stream()
+    lines = valid.read_text(encoding="utf-8").splitlines()[:50]
+    with again.adapted(lines):  # each direction fitted on the lines read its way
+        _adapted_stats_match(again, lines)

@@ -197,6 +197,27 @@ def test_sts_tasks_in_each_mode(tmp_path, lm, mode):
         assert stsb["score"] > 80 and pairs["score"] > 70
 
 
+def test_adapted_sts_encodes_within_the_encoders_adapted_block(tmp_path, lm, monkeypatch):
+    write(tmp_path / "stsb" / "sts-dev.csv", stsb_lines())
+    sentences = [a for a, _, _ in STS_PAIRS] + [b for _, b, _ in STS_PAIRS]
+    fitted_on, adapted = [], lm.adapted
+
+    def recording(texts):
+        fitted_on.append(list(texts))
+        return adapted(texts)
+
+    monkeypatch.setattr(lm, "adapted", recording)
+    plain = evaluate(lm, "stsb", data_dir=tmp_path, mode="hybrid")
+    result = evaluate(lm, "stsb", data_dir=tmp_path, mode="hybrid", adapt=True)
+    assert fitted_on == [sentences] and result["adapted"] and "adapted" not in plain
+    assert evaluate(lm, "stsb", data_dir=tmp_path, mode="hybrid") == plain  # put back
+    assert evaluate(None, "stsb", data_dir=tmp_path, mode="bm25", adapt=True)["adapted"]
+    with pytest.raises(RnnembedError, match="applies to stsb, sickr, pairs, not mr"):
+        evaluate(lm, "mr", data_dir=tmp_path, adapt=True)
+    with pytest.raises(RnnembedError, match="refits the sif pooling.*'mean'"):
+        evaluate(lm, "stsb", data_dir=tmp_path, pooling="mean", adapt=True)
+
+
 def beir_folder(folder):
     """A four-document BEIR folder with two judged queries, qrels for the train split only."""
     docs = {
@@ -271,10 +292,23 @@ def test_baselines_encode_like_a_model_and_run_every_task_kind(tmp_path, small_c
     x = baseline.encode(["the for statement", "", "the for statement"])
     assert x.shape == (3, 16) and x.dtype == np.float32 and baseline.dim() == 16
     assert np.linalg.norm(x[0]) == pytest.approx(1.0, abs=1e-5)
-    assert np.array_equal(x[0], x[2]) and len(baseline.fingerprint()) == 64
+    x_fingerprint = baseline.fingerprint()
+    assert np.array_equal(x[0], x[2]) and len(x_fingerprint) == 64
     write(tmp_path / "stsb" / "sts-dev.csv", stsb_lines())
     write(tmp_path / "senteval" / "rt-polarity.all", polarity_lines())
     assert "score" in evaluate(baseline, "stsb", data_dir=tmp_path)
+    texts = [a for a, _, _ in STS_PAIRS] + ["the film was dull", "a man"]
+    raw = baseline.encode(texts).astype(np.float64)
+    with baseline.adapted(texts):  # whitened over the texts: (v - mean) W, unit length
+        variances, axes = np.linalg.eigh(np.cov(raw.T))
+        variances = variances.clip(0)
+        white = (raw - raw.mean(0)) @ axes / np.sqrt(variances + 0.01 * variances.mean())
+        white /= np.linalg.norm(white, axis=1, keepdims=True)
+        got = baseline.encode(texts)  # the axes' signs are arbitrary: compare cosines
+        np.testing.assert_allclose(got @ got.T, white @ white.T, atol=1e-4)
+        assert baseline.fingerprint() != x_fingerprint
+    np.testing.assert_array_equal(baseline.encode(texts), raw.astype(np.float32))
+    assert baseline.fingerprint() == x_fingerprint
     assert "score" in evaluate(baseline, "mr", data_dir=tmp_path, mode="hybrid")
     pytest.importorskip("rnnembed.store", reason="rnnembed.store (the VectorStore) is absent")
     assert "score" in evaluate(baseline, "beir", file=beir_folder(tmp_path / "beir"))
@@ -315,6 +349,13 @@ def test_cli_evaluates_a_model_a_baseline_and_bag_of_words(tmp_path, lm, small_c
     assert code in (0, None)
     result = json.loads(out)
     assert result["task"] == "pairs" and result["mode"] == "dense" and "score" in result
+    code, out, _ = run_cli(
+        capsys, "evaluate", str(tmp_path / "model"), "--task", "pairs", "--file", str(file),
+        "--adapt", "--json",
+    )  # fmt: skip
+    assert code in (0, None) and json.loads(out)["adapted"] is True
+    code, _, err = run_cli(capsys, "evaluate", str(tmp_path / "model"), "--task", "mr", "--adapt")
+    assert code == 1 and "applies to stsb, sickr, pairs, not mr" in err and "Traceback" not in err
     code, out, _ = run_cli(
         capsys,
         "evaluate",

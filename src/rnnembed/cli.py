@@ -295,6 +295,12 @@ def evaluate_embeddings(
     baseline_seconds: Annotated[
         float, typer.Option(help="The baseline's training budget in seconds.")
     ] = 60.0,
+    adapt: Annotated[
+        bool,
+        typer.Option(
+            help="STS: whiten the vectors over the evaluated sentences (unlabelled) first."
+        ),
+    ] = False,
     encoding: Encoding = "utf-8",
     as_json: AsJson = False,
     quiet: Quiet = False,
@@ -326,6 +332,7 @@ def evaluate_embeddings(
         file=file,
         mode=mode,
         pooling=pooling if model is not None else None,
+        adapt=adapt,
     )
     result = {"model": name, **result}
     _print_result(result, as_json)

@@ -292,7 +292,6 @@ def encode(
     return out / np.sqrt(len(parts)) if normalize else out  # unit parts: a unit whole
 
 
-@torch.no_grad()
 def fit_corpus_stats(
     model: RecurrentLM,
     ids: torch.Tensor,
@@ -300,28 +299,45 @@ def fit_corpus_stats(
     backward: bool = False,
     batch_size: int = 64,
 ) -> None:
-    """Fit the sif pooling's means and whitening matrices on up to ``FIT_LINES`` lines of
-    ``FIT_TOKENS`` spread evenly over the id stream the model trained on (reversed for a
-    backward model). Each line is read as :func:`encode` reads a text: without the whitespace
-    around it (WikiText-2 starts every line with a space, which byte-level BPE reads into the
-    first token; fitted on the lines as they are, STS-B dev scores 66.9, stripped 68.8). Fewer
-    than two lines, or no variance among them, leave the model without statistics."""
-    model.eval()
+    """Fit the sif pooling's statistics (:func:`fit_text_stats`) on the lines of the id stream
+    the model trained on (reversed for a backward model), each without the whitespace around
+    it (WikiText-2 starts every line with a space, which byte-level BPE reads into the first
+    token; fitted on the lines as they are, STS-B dev scores 66.9, stripped 68.8)."""
     eos_id = tokenizer.eos_id
     ends = (ids == eos_id).nonzero().flatten().tolist()
     lines = [ids[a + 1 : b].tolist() for a, b in zip([-1, *ends], ends, strict=False)]
-    lines = [line for line in lines if len(line) in FIT_TOKENS]
-    lines = lines[:: max(1, len(lines) // FIT_LINES)][:FIT_LINES]
+    lines = _spread([line for line in lines if len(line) in FIT_TOKENS])
     texts = [tokenizer.decode(line[::-1] if backward else line).strip() for line in lines]
-    read = [line for line in tokenizer.encode_batch(texts) if len(line) in FIT_TOKENS]
+    fit_text_stats(model, texts, tokenizer, backward, batch_size)
+
+
+def _spread(lines: list) -> list:
+    """At most ``FIT_LINES`` of ``lines``, taken evenly from start to end."""
+    return lines[:: max(1, len(lines) // FIT_LINES)][:FIT_LINES]
+
+
+@torch.no_grad()
+def fit_text_stats(
+    model: RecurrentLM,
+    texts: Sequence[str],
+    tokenizer: Tokenizer,
+    backward: bool = False,
+    batch_size: int = 64,
+) -> None:
+    """Fit the sif pooling's means and whitening matrices on up to ``FIT_LINES`` of ``texts``
+    (those of ``FIT_TOKENS`` tokens, spread evenly), each read as :func:`encode` reads a text.
+    Fewer than two such texts, or no variance among them, leave the statistics as they were."""
+    model.eval()
+    read = _spread([ids for ids in tokenizer.encode_batch(list(texts)) if len(ids) in FIT_TOKENS])
     if len(read) < 2:
         return
     device = next(model.parameters()).device
+    eos_id = tokenizer.eos_id
     sequences = reading_order(read, eos_id, backward)
     start = start_state(model, eos_id, device)
     batches = pooled_batches(model, sequences, start, "sif", batch_size, device)
     blocks = [pool.sif_blocks() for _, pool in batches]  # (states, words) of each batch
-    states, words = (_whitening(torch.cat(block)) for block in zip(*blocks, strict=True))
+    states, words = (whitening(torch.cat(block)) for block in zip(*blocks, strict=True))
     if states is None or words is None:
         return
     stats = model.stats
@@ -331,7 +347,7 @@ def fit_corpus_stats(
     stats.word_whitening.copy_(words[1])
 
 
-def _whitening(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+def whitening(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(mean, W) with W = U diag(1 / sqrt(var + WHITEN_FLOOR · mean var)), U and var the
     axes and variances of the rows' covariance; None when the rows do not vary."""
     blocks = blocks.double()

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -239,6 +240,25 @@ class LanguageModel:
         if pooling not in self._fingerprints:
             self._fingerprints[pooling] = embedding.fingerprint(self, pooling)
         return self._fingerprints[pooling]
+
+    @contextmanager
+    def adapted(self, texts: Sequence[str]) -> Iterator[LanguageModel]:
+        """This model with the sif pooling's means and whitening fitted on ``texts`` instead of
+        its training corpus, until the block ends (BERT-whitening's domain adaptation, Su et
+        al. 2021): unlabelled texts of the domain, such as the sentences to be compared, move
+        the vectors' centre and axes to where that domain's texts lie."""
+        models = embedding.directions(self)
+        saved = [{k: v.clone() for k, v in m.stats.state_dict().items()} for m in models]
+        try:
+            for model in models:
+                backward = model is self.backward
+                embedding.fit_text_stats(model, texts, self.tokenizer, backward)
+            self._fingerprints.clear()
+            yield self
+        finally:
+            for model, state in zip(models, saved, strict=True):
+                model.stats.load_state_dict(state)
+            self._fingerprints.clear()
 
     def start_state(self, model: RecurrentLM) -> State:
         """The state of ``model`` (this model or its backward half) after reading ``<eos>``,

@@ -11,7 +11,8 @@ binds to (``dim`` and ``fingerprint``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol
 
@@ -23,6 +24,7 @@ from rnnembed.evaluation import retrieval, senteval, sts
 
 class Encoder(Protocol):
     def encode(self, texts: list[str]) -> np.ndarray: ...
+    def adapted(self, texts: Sequence[str]) -> AbstractContextManager: ...
 
 
 TASKS: dict[str, str] = {
@@ -54,23 +56,35 @@ def evaluate(
     file: str | Path | None = None,
     mode: str = "dense",
     pooling: str | None = None,
+    adapt: bool = False,
 ) -> dict:
     """Score ``model`` on ``task``: a dict with ``task``, ``mode``, ``score`` (accuracy %,
     Spearman ×100 or nDCG@10) and the task's details.
 
     Files come from ``file``, else from the task's standard layout under ``data_dir`` (default
     ``$RNNEMBED_DATA_DIR``); ``split`` picks among a task's splits. ``pooling`` is passed to
-    ``model.encode`` (a LanguageModel's) when given.
+    ``model.encode`` (a LanguageModel's) when given. ``adapt`` (STS only) encodes within
+    ``model.adapted(sentences)``: the vectors whitened over the evaluated sentences, unlabelled,
+    as the bag of words fits its IDF on them.
     """
     if task not in TASKS:
         raise RnnembedError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     if mode not in MODES:
         raise RnnembedError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-    head = {"task": task, "mode": mode}
-    if TASKS[task] == "retrieval":
-        _encoder(model, mode, pooling)  # the same check; the store encodes
+    if adapt and TASKS[task] != "sts":
+        raise RnnembedError(
+            "--adapt whitens the vectors over the sentences an STS task compares; it applies to "
+            f"{', '.join(sts.LAYOUTS)}, not {task}"
+        )
+    if adapt and pooling not in (None, "sif"):
+        raise RnnembedError(f"--adapt refits the sif pooling; it does not change {pooling!r}")
+    head = {"task": task, "mode": mode, **({"adapted": True} if adapt else {})}
+    encode = _encoder(model, mode, pooling)  # also checks that the mode has its model
+    if TASKS[task] == "retrieval":  # the store encodes
         result = retrieval.run(task, model, mode, data_dir, split, file, pooling)
+    elif TASKS[task] == "sts":
+        adapted = model.adapted if adapt and encode is not None else None
+        result = sts.run(task, encode, mode, data_dir, split, file, adapted)
     else:
-        run = senteval.run if TASKS[task] == "classification" else sts.run
-        result = run(task, _encoder(model, mode, pooling), mode, data_dir, split, file)
+        result = senteval.run(task, encode, mode, data_dir, split, file)
     return {**head, **result}

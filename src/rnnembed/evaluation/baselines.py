@@ -18,12 +18,15 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from rnnembed.corpus import iter_texts
+from rnnembed.embedding import whitening
 from rnnembed.errors import RnnembedError
 from rnnembed.evaluation.bow import words
 
@@ -91,6 +94,27 @@ class _Baseline:
 
     def __init__(self, model, epochs: int):
         self.model, self.epochs = model, epochs
+        self.whitened: tuple[np.ndarray, np.ndarray] | None = None  # (mean, W) while adapted
+
+    @contextmanager
+    def adapted(self, texts: Sequence[str]) -> Iterator[_Baseline]:
+        """This encoder with its vectors whitened over ``texts`` until the block ends:
+        v -> (v - mean) W (:func:`rnnembed.embedding.whitening`), then L2-normalised, the
+        adaptation :meth:`LanguageModel.adapted` gives the sif pooling."""
+        fitted = whitening(torch.from_numpy(self.encode(texts)))
+        try:
+            if fitted is not None:
+                self.whitened = tuple(t.numpy() for t in fitted)
+            yield self
+        finally:
+            self.whitened = None
+
+    def _finish(self, vectors: np.ndarray) -> np.ndarray:
+        """L2-normalised rows, whitened first while adapted."""
+        if self.whitened is not None:
+            mean, w = self.whitened
+            vectors = (_normalized(vectors) - mean) @ w
+        return _normalized(vectors)
 
     @classmethod
     def train(
@@ -130,9 +154,10 @@ class _Baseline:
         return self._vectors().shape[1]
 
     def fingerprint(self, pooling: str = "mean") -> str:
-        """sha256 of the kind and the trained vectors."""
+        """sha256 of the kind, the trained vectors and the whitening while adapted."""
         digest = hashlib.sha256(self.name.encode())
-        digest.update(np.ascontiguousarray(self._vectors()).tobytes())
+        for array in (self._vectors(), *(self.whitened or ())):
+            digest.update(np.ascontiguousarray(array).tobytes())
         return digest.hexdigest()
 
 
@@ -154,7 +179,7 @@ class Word2VecBaseline(_Baseline):
             known = [wv.key_to_index[w] for w in words(text) if w in wv.key_to_index]
             if known:
                 out[row] = wv.vectors[known].mean(axis=0)
-        return _normalized(out)
+        return self._finish(out)
 
 
 class Doc2VecBaseline(_Baseline):
@@ -180,7 +205,7 @@ class Doc2VecBaseline(_Baseline):
         for row, text in enumerate(texts):
             self.model.random = np.random.RandomState(self.model.seed)  # same text, same vector
             out[row] = self.model.infer_vector(words(text), epochs=self.infer_epochs)
-        return _normalized(out)
+        return self._finish(out)
 
 
 def train_baseline(

@@ -4,7 +4,8 @@ Scores per mode: ``dense`` = cosine of the encoder's vectors; ``bm25`` = cosine 
 TF-IDF fitted on the evaluated sentences (word unigrams; character uni+bigrams for CJK text);
 ``hybrid`` = the mean of the two cosines after z-scoring each over the evaluated pairs
 ((s - mean) / std), so neither dominates by scale. Spearman only sees ranks, and no gold score
-is used to fuse.
+is used to fuse. Adapted (``evaluate(adapt=True)``), the encoder's vectors are whitened over
+the evaluated sentences, unlabelled, as the TF-IDF is fitted on them.
 
 Layouts: STS-B ``stsb/sts-{train,dev,test}.csv`` (tab-separated, score in column 4, sentences
 in 5 and 6; extra columns ignored), SICK-R ``sick/SICK_{train,trial,test_annotated}.txt``
@@ -15,7 +16,8 @@ in 5 and 6; extra columns ignored), SICK-R ``sick/SICK_{train,trial,test_annotat
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,7 @@ from rnnembed.evaluation import bow
 from rnnembed.evaluation.files import choose_split, data_root, read_lines, require
 
 Encode = Callable[[list[str]], np.ndarray]
+Adapted = Callable[[Sequence[str]], AbstractContextManager]
 Pairs = tuple[list[str], list[str], np.ndarray]
 
 LAYOUTS = {
@@ -121,11 +124,15 @@ def zscore(s: np.ndarray) -> np.ndarray:
     return (s - s.mean()) / std if std > 0 else np.zeros_like(s)
 
 
-def similarities(a: list[str], b: list[str], encode: Encode | None, mode: str) -> np.ndarray:
-    """The similarity of each pair (a_i, b_i) in ``mode``."""
+def similarities(
+    a: list[str], b: list[str], encode: Encode | None, mode: str, adapted: Adapted | None = None
+) -> np.ndarray:
+    """The similarity of each pair (a_i, b_i) in ``mode``; the texts are encoded within
+    ``adapted(a + b)`` when given (the encoder fitted on the evaluated sentences)."""
     scores = []
     if mode in ("dense", "hybrid"):
-        vectors = encode(a + b).astype(np.float64)
+        with adapted(a + b) if adapted else nullcontext():
+            vectors = encode(a + b).astype(np.float64)
         scores.append(cosine(vectors[: len(a)], vectors[len(a) :]))
     if mode in ("bm25", "hybrid"):
         tfidf = bow.vectorizer(a + b, word_ngrams=(1, 1)).fit(a + b)
@@ -136,10 +143,12 @@ def similarities(a: list[str], b: list[str], encode: Encode | None, mode: str) -
     return (zscore(scores[0]) + zscore(scores[1])) / 2
 
 
-def correlate(pairs: Pairs, encode: Encode | None, mode: str) -> dict:
+def correlate(
+    pairs: Pairs, encode: Encode | None, mode: str, adapted: Adapted | None = None
+) -> dict:
     """Spearman and Pearson ×100 of the similarities against gold."""
     a, b, gold = pairs
-    predicted = similarities(a, b, encode, mode)
+    predicted = similarities(a, b, encode, mode, adapted)
     constant = predicted.std() == 0
     spearman = 0.0 if constant else float(spearmanr(predicted, gold).statistic)
     pearson = 0.0 if constant else float(pearsonr(predicted, gold).statistic)
@@ -153,8 +162,10 @@ def run(
     data_dir: str | Path | None = None,
     split: str | None = None,
     file: str | Path | None = None,
+    adapted: Adapted | None = None,
 ) -> dict:
-    """Score ``stsb``, ``sickr`` or ``pairs`` from ``file`` or the layout under ``data_dir``."""
+    """Score ``stsb``, ``sickr`` or ``pairs`` from ``file`` or the layout under ``data_dir``;
+    ``adapted``: see :func:`similarities`."""
     pattern, splits = LAYOUTS[task]
     if file is not None:
         path = require(Path(file), task, "pass --file with an existing file")
@@ -162,4 +173,5 @@ def run(
         root = data_root(data_dir, task, pattern.format("{split}"))
         files = {name: root / pattern.format(stem) for name, stem in splits.items()}
         split, path = choose_split(task, files, split, DEFAULT_SPLITS[task])
-    return {"split": split, "file": str(path), **correlate(READERS[task](path), encode, mode)}
+    pairs = READERS[task](path)
+    return {"split": split, "file": str(path), **correlate(pairs, encode, mode, adapted)}
