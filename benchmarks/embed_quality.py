@@ -136,7 +136,8 @@ def scores(encoders: dict, arguments: dict, pooling: str, root: Path) -> dict:
         "bag_of_words": (None, "bm25", None),
         **{name: (encoders[name], "dense", None) for name in BASELINES},
     }
-    adapts = [False, True] if KINDS[options["task"]] == "sts" else [False]
+    adaptable = KINDS[options["task"]] == "sts" and pooling in (None, "sif")
+    adapts = [False, True] if adaptable else [False]
     out = {}
     for adapt in adapts:
         for row, (encoder, mode, row_pooling) in rows.items():

@@ -32,11 +32,13 @@ K = 10
 
 
 def unit_vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    """n random directions: standard normal rows scaled to length 1."""
     x = rng.standard_normal((n, dim), dtype=np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def create(client: MilvusClient, dim: int) -> None:
+    """The collection ``bench``: VectorStore's fields and BM25 function, a FLAT vector index."""
     schema = client.create_schema()
     schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
     schema.add_field("text", DataType.VARCHAR, max_length=1000, enable_analyzer=True)

@@ -173,6 +173,9 @@ def test_adapted_refits_the_sif_statistics_on_the_texts_and_puts_them_back(model
     with pytest.raises(KeyboardInterrupt), lm.adapted(texts):
         raise KeyboardInterrupt  # an interrupted evaluation leaves the model as it was
     np.testing.assert_array_equal(lm.encode(texts), before)
+    with pytest.raises(RnnembedError, match="too few texts to adapt to"), lm.adapted(["a b c d"]):
+        pass
+    np.testing.assert_array_equal(lm.encode(texts), before)
 
 
 def test_too_few_lines_leave_the_model_without_sif_statistics(models):
@@ -238,7 +241,7 @@ def test_bad_arguments_are_clear_errors(models):
         lm.encode("just a string")
 
 
-def test_a_bidirectional_model_reads_both_ways(tmp_path, small_corpus):
+def test_a_bidirectional_model_reads_both_ways(tmp_path, small_corpus, monkeypatch):
     train, valid = small_corpus
     out = tmp_path / "bi"
     lm = LanguageModel.train(
@@ -261,3 +264,13 @@ def test_a_bidirectional_model_reads_both_ways(tmp_path, small_corpus):
     lines = valid.read_text(encoding="utf-8").splitlines()[:50]
     with again.adapted(lines):  # each direction fitted on the lines read its way
         _adapted_stats_match(again, lines)
+    np.testing.assert_array_equal(again.encode(texts), both)  # both directions put back
+    fit = embedding.fit_text_stats  # the forward half is fitted, the backward half fails
+
+    def forward_only(model, texts, tokenizer, backward):
+        return not backward and fit(model, texts, tokenizer, backward)
+
+    monkeypatch.setattr(embedding, "fit_text_stats", forward_only)
+    with pytest.raises(RnnembedError, match="too few"), again.adapted(lines):
+        pass
+    np.testing.assert_array_equal(again.encode(texts), both)

@@ -1,3 +1,4 @@
+import contextlib
 import json
 import math
 
@@ -200,18 +201,29 @@ def test_sts_tasks_in_each_mode(tmp_path, lm, mode):
 def test_adapted_sts_encodes_within_the_encoders_adapted_block(tmp_path, lm, monkeypatch):
     write(tmp_path / "stsb" / "sts-dev.csv", stsb_lines())
     sentences = [a for a, _, _ in STS_PAIRS] + [b for _, b, _ in STS_PAIRS]
-    fitted_on, adapted = [], lm.adapted
+    events, adapted, encode = [], lm.adapted, lm.encode
 
+    @contextlib.contextmanager
     def recording(texts):
-        fitted_on.append(list(texts))
-        return adapted(texts)
+        with adapted(texts):
+            events.append(("fitted", list(texts)))
+            yield lm
+            events.append(("left", None))
+
+    def encoding(texts):
+        events.append(("encoded", None))
+        return encode(texts)
 
     monkeypatch.setattr(lm, "adapted", recording)
+    monkeypatch.setattr(lm, "encode", encoding)
     plain = evaluate(lm, "stsb", data_dir=tmp_path, mode="hybrid")
+    events.clear()
     result = evaluate(lm, "stsb", data_dir=tmp_path, mode="hybrid", adapt=True)
-    assert fitted_on == [sentences] and result["adapted"] and "adapted" not in plain
+    assert events == [("fitted", sentences), ("encoded", None), ("left", None)]
+    assert result["adapted"] and "adapted" not in plain
     assert evaluate(lm, "stsb", data_dir=tmp_path, mode="hybrid") == plain  # put back
-    assert evaluate(None, "stsb", data_dir=tmp_path, mode="bm25", adapt=True)["adapted"]
+    with pytest.raises(RnnembedError, match="--mode bm25 has none"):
+        evaluate(None, "stsb", data_dir=tmp_path, mode="bm25", adapt=True)
     with pytest.raises(RnnembedError, match="applies to stsb, sickr, pairs, not mr"):
         evaluate(lm, "mr", data_dir=tmp_path, adapt=True)
     with pytest.raises(RnnembedError, match="refits the sif pooling.*'mean'"):
@@ -309,6 +321,8 @@ def test_baselines_encode_like_a_model_and_run_every_task_kind(tmp_path, small_c
         assert baseline.fingerprint() != x_fingerprint
     np.testing.assert_array_equal(baseline.encode(texts), raw.astype(np.float32))
     assert baseline.fingerprint() == x_fingerprint
+    with pytest.raises(RnnembedError, match="too few texts"), baseline.adapted(["one text"]):
+        pass
     assert "score" in evaluate(baseline, "mr", data_dir=tmp_path, mode="hybrid")
     pytest.importorskip("rnnembed.store", reason="rnnembed.store (the VectorStore) is absent")
     assert "score" in evaluate(baseline, "beir", file=beir_folder(tmp_path / "beir"))

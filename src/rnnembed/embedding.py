@@ -312,7 +312,8 @@ def fit_corpus_stats(
 
 
 def _spread(lines: list) -> list:
-    """At most ``FIT_LINES`` of ``lines``, taken evenly from start to end."""
+    """Every ⌊N / FIT_LINES⌋-th of the N ``lines``, at most ``FIT_LINES`` (so the first
+    ``FIT_LINES`` when N < 2 · FIT_LINES)."""
     return lines[:: max(1, len(lines) // FIT_LINES)][:FIT_LINES]
 
 
@@ -323,14 +324,14 @@ def fit_text_stats(
     tokenizer: Tokenizer,
     backward: bool = False,
     batch_size: int = 64,
-) -> None:
-    """Fit the sif pooling's means and whitening matrices on up to ``FIT_LINES`` of ``texts``
-    (those of ``FIT_TOKENS`` tokens, spread evenly), each read as :func:`encode` reads a text.
-    Fewer than two such texts, or no variance among them, leave the statistics as they were."""
+) -> bool:
+    """Fit the sif pooling's means and whitening matrices on ``texts`` (those of ``FIT_TOKENS``
+    tokens, :func:`_spread`), each read as :func:`encode` reads a text; whether it did. Fewer
+    than two such texts, or no variance among them, leave the statistics as they were."""
     model.eval()
     read = _spread([ids for ids in tokenizer.encode_batch(list(texts)) if len(ids) in FIT_TOKENS])
     if len(read) < 2:
-        return
+        return False
     device = next(model.parameters()).device
     eos_id = tokenizer.eos_id
     sequences = reading_order(read, eos_id, backward)
@@ -339,17 +340,21 @@ def fit_text_stats(
     blocks = [pool.sif_blocks() for _, pool in batches]  # (states, words) of each batch
     states, words = (whitening(torch.cat(block)) for block in zip(*blocks, strict=True))
     if states is None or words is None:
-        return
+        return False
     stats = model.stats
     stats.hidden_mean.copy_(states[0])
     stats.hidden_whitening.copy_(states[1])
     stats.word_mean.copy_(words[0])
     stats.word_whitening.copy_(words[1])
+    return True
 
 
 def whitening(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(mean, W) with W = U diag(1 / sqrt(var + WHITEN_FLOOR · mean var)), U and var the
-    axes and variances of the rows' covariance; None when the rows do not vary."""
+    axes and variances of the rows' covariance; None for fewer than two rows or rows that do
+    not vary."""
+    if len(blocks) < 2:
+        return None
     blocks = blocks.double()
     mean = blocks.mean(dim=0)
     centred = blocks - mean

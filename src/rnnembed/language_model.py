@@ -246,13 +246,21 @@ class LanguageModel:
         """This model with the sif pooling's means and whitening fitted on ``texts`` instead of
         its training corpus, until the block ends (BERT-whitening's domain adaptation, Su et
         al. 2021): unlabelled texts of the domain, such as the sentences to be compared, move
-        the vectors' centre and axes to where that domain's texts lie."""
+        the vectors' centre and axes to where that domain's texts lie. Only texts of
+        ``FIT_TOKENS`` tokens are fitted on. It changes the model for every caller while the
+        block runs, so not for a model that is serving."""
+        texts = list(texts)
         models = embedding.directions(self)
         saved = [{k: v.clone() for k, v in m.stats.state_dict().items()} for m in models]
         try:
             for model in models:
                 backward = model is self.backward
-                embedding.fit_text_stats(model, texts, self.tokenizer, backward)
+                if not embedding.fit_text_stats(model, texts, self.tokenizer, backward):
+                    raise RnnembedError(
+                        "too few texts to adapt to: give at least two of "
+                        f"{embedding.FIT_TOKENS.start} to {embedding.FIT_TOKENS.stop - 1} tokens"
+                        " that differ"
+                    )
             self._fingerprints.clear()
             yield self
         finally:

@@ -84,7 +84,8 @@ def locked_dropout(x: Tensor, p: float, training: bool) -> Tensor:
 class CorpusStats(nn.Module):
     """What embeddings know of the training corpus: token frequencies p(w) and, for the ``sif``
     pooling, the mean and whitening matrix of pooled hidden states and of pooled word vectors
-    (filled by :func:`rnnembed.embedding.fit_corpus_stats` at the end of training)."""
+    (filled by :func:`rnnembed.embedding.fit_corpus_stats` at the end of training; refitted on
+    other texts within :meth:`rnnembed.language_model.LanguageModel.adapted`)."""
 
     def __init__(self, vocab_size: int, hidden: int, words: int):
         super().__init__()

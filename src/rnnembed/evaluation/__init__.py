@@ -6,13 +6,13 @@ Tasks (``TASKS``): SentEval classification ``mr cr subj mpqa trec sst2`` (accura
 retrieval; needs no encoder) and ``hybrid`` (both). An encoder is anything with
 ``encode(texts: list[str]) -> np.ndarray`` (L2-normalised float32 rows): a LanguageModel, or a
 baseline from :mod:`rnnembed.evaluation.baselines`. Retrieval also needs what a VectorStore
-binds to (``dim`` and ``fingerprint``).
+binds to (``dim`` and ``fingerprint``); STS with ``adapt`` needs ``adapted(texts)``, a context
+manager within which the encoder is fitted on the texts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -24,7 +24,6 @@ from rnnembed.evaluation import retrieval, senteval, sts
 
 class Encoder(Protocol):
     def encode(self, texts: list[str]) -> np.ndarray: ...
-    def adapted(self, texts: Sequence[str]) -> AbstractContextManager: ...
 
 
 TASKS: dict[str, str] = {
@@ -76,6 +75,11 @@ def evaluate(
             "--adapt whitens the vectors over the sentences an STS task compares; it applies to "
             f"{', '.join(sts.LAYOUTS)}, not {task}"
         )
+    if adapt and mode == "bm25":
+        raise RnnembedError(
+            "--adapt fits an encoder on the evaluated sentences; --mode bm25 has none (its "
+            "TF-IDF is fitted on them already)"
+        )
     if adapt and pooling not in (None, "sif"):
         raise RnnembedError(f"--adapt refits the sif pooling; it does not change {pooling!r}")
     head = {"task": task, "mode": mode, **({"adapted": True} if adapt else {})}
@@ -83,7 +87,7 @@ def evaluate(
     if TASKS[task] == "retrieval":  # the store encodes
         result = retrieval.run(task, model, mode, data_dir, split, file, pooling)
     elif TASKS[task] == "sts":
-        adapted = model.adapted if adapt and encode is not None else None
+        adapted = model.adapted if adapt else None
         result = sts.run(task, encode, mode, data_dir, split, file, adapted)
     else:
         result = senteval.run(task, encode, mode, data_dir, split, file)

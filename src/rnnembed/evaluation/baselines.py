@@ -101,13 +101,16 @@ class _Baseline:
         """This encoder with its vectors whitened over ``texts`` until the block ends:
         v -> (v - mean) W (:func:`rnnembed.embedding.whitening`), then L2-normalised, the
         adaptation :meth:`LanguageModel.adapted` gives the sif pooling."""
-        fitted = whitening(torch.from_numpy(self.encode(texts)))
+        previous, self.whitened = self.whitened, None
         try:
-            if fitted is not None:
-                self.whitened = tuple(t.numpy() for t in fitted)
+            fitted = whitening(torch.from_numpy(self.encode(texts)))
+            if fitted is None:
+                raise RnnembedError("too few texts to adapt to: give at least two that differ")
+            mean, w = fitted
+            self.whitened = (mean.numpy(), w.numpy())
             yield self
         finally:
-            self.whitened = None
+            self.whitened = previous
 
     def _finish(self, vectors: np.ndarray) -> np.ndarray:
         """L2-normalised rows, whitened first while adapted."""
