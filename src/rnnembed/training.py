@@ -100,7 +100,9 @@ class TrainResult(JsonConfig):
 # to the embedding, whose word vectors the embeddings use (tied: STS-B dev 64.8 vs 62.0, TREC
 # 82.6 vs 80.2 for BPE 8,000 and 10 minutes, at perplexity 71 vs 59; README "Results")
 ADAPTIVE_FROM = 10_000
-CHAR_RECIPE_BELOW = 1000  # vocabularies this small train with the character recipe
+# vocabularies this small (an alphabet's characters) train with the character recipe; Chinese
+# characters, thousands of them, train with the subword one (Chinese STS-B: README)
+CHAR_RECIPE_BELOW = 1000
 
 
 def choose_defaults(config: TrainConfig, kind: str, vocab_size: int) -> TrainConfig:
@@ -114,8 +116,8 @@ def choose_defaults(config: TrainConfig, kind: str, vocab_size: int) -> TrainCon
       runs of 20 minutes or more: dropout .1/.25/.4, and word models grow to 2×640 with 32
       streams (perplexity); subword models, the embeddings' default, stay 2×384 at every
       budget (encoding speed: README, benchmarks/encode_speed.py);
-    - characters (and other small vocabularies): 2×512 LSTM, 16 streams × 64 steps, AdamW
-      5e-3, dropout 0/.1/.1;
+    - vocabularies under ``CHAR_RECIPE_BELOW`` ids (an alphabet's characters): 2×512 LSTM,
+      16 streams × 64 steps, AdamW 5e-3, dropout 0/.1/.1;
     - bidirectional: one layer per direction, so the pair encodes with two layer calls per
       batch as the forward model does, and each half trains faster on its half of the budget
       (measured with BPE: README).
@@ -128,7 +130,7 @@ def choose_defaults(config: TrainConfig, kind: str, vocab_size: int) -> TrainCon
     if c.softmax == "adaptive":
         c.tie_weights = False  # the adaptive softmax has its own output weights
         c.cutoffs = c.cutoffs or [vocab_size // 10, vocab_size * 2 // 5]
-    small_vocab = kind == "char" or vocab_size < CHAR_RECIPE_BELOW
+    small_vocab = vocab_size < CHAR_RECIPE_BELOW
     long_run = (c.minutes or 0) >= 20 or (c.epochs or 0) >= 20
     if small_vocab:
         shape = {"layers": 2, "hidden": 512, "batch_size": 16, "bptt": 64, "lr": 5e-3}
