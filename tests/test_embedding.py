@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from rnnembed import RnnembedError, embedding
+from rnnembed.chunking import split_sentences
 from rnnembed.embedding import POOLINGS
 from rnnembed.language_model import LanguageModel
 
@@ -115,7 +116,7 @@ def _sif_blocks(model, tokenizer, texts: list[str], backward: bool) -> list[torc
 
 
 @pytest.mark.parametrize("backward", [False, True])
-def test_sif_whitens_the_lines_it_was_fitted_on(models, small_corpus, backward):
+def test_sif_whitens_the_sentences_it_was_fitted_on(models, small_corpus, backward):
     lm = models["bpe"]
     tokenizer, model = lm.tokenizer, copy.deepcopy(lm.model).cpu()
     lines = small_corpus[0].read_text(encoding="utf-8").splitlines()[:200]
@@ -124,7 +125,9 @@ def test_sif_whitens_the_lines_it_was_fitted_on(models, small_corpus, backward):
     spaced = [[*tokenizer.encode(" " + line), eos] for line in lines]
     stream = torch.tensor([eos, *(i for line in spaced for i in line)])
     embedding.fit_corpus_stats(model, stream.flip(0) if backward else stream, tokenizer, backward)
-    texts = [line for line in lines if len(tokenizer.encode(line)) in embedding.FIT_TOKENS]
+    sentences = [sentence for line in lines for sentence in split_sentences(line)]
+    assert len(sentences) > len(lines)
+    texts = [text for text in sentences if len(tokenizer.encode(text)) in embedding.FIT_TOKENS]
     stats = model.stats
     raw_blocks = _sif_blocks(model, tokenizer, texts, backward)
     buffers = ((stats.hidden_mean, stats.hidden_whitening), (stats.word_mean, stats.word_whitening))

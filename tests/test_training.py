@@ -74,7 +74,7 @@ def test_minutes_budget_stops_the_run(tmp_path, small_corpus):
         ("bpe", 8000, 30, 384, 64, "full", 0.4),  # embedding models keep the fast shape
         ("word", 10000, 10, 384, 64, "adaptive", 0.3),
         ("word", 10000, 30, 640, 32, "adaptive", 0.4),
-        ("char", 65, 30, 512, 16, "full", 0.1),
+        ("char", 323, 30, 512, 16, "full", 0.1),  # Tiny Shakespeare
         ("char", 6660, 10, 384, 64, "full", 0.3),  # Chinese characters: a subword-sized vocab
     ],
 )

@@ -100,8 +100,9 @@ class TrainResult(JsonConfig):
 # to the embedding, whose word vectors the embeddings use (tied: STS-B dev 64.8 vs 62.0, TREC
 # 82.6 vs 80.2 for BPE 8,000 and 10 minutes, at perplexity 71 vs 59; README "Results")
 ADAPTIVE_FROM = 10_000
-# vocabularies this small (an alphabet's characters) train with the character recipe; Chinese
-# characters, thousands of them, train with the subword one (Chinese STS-B: README)
+# vocabularies this small (an alphabet's characters, with the 256 byte tokens of the char
+# tokenizer) train with the character recipe; Chinese characters, thousands of them, train with
+# the subword one (Chinese STS-B: README)
 CHAR_RECIPE_BELOW = 1000
 
 
@@ -111,8 +112,9 @@ def choose_defaults(config: TrainConfig, kind: str, vocab_size: int) -> TrainCon
 
     - softmax: adaptive (clusters at 10% and 40% of the vocabulary by frequency, untied) for
       vocabularies of ``ADAPTIVE_FROM`` ids or more, else a full softmax tied to the embedding;
-    - words and subwords: 2×384 LSTM, 64 streams × 48 steps (wider products than 32 streams
-      keep the bf16 units busier: benchmarks/throughput.py), AdamW 5e-3, dropout .1/.2/.3;
+    - words, subwords and large character sets (Chinese): 2×384 LSTM, 64 streams × 48 steps
+      (wider products than 32 streams keep the bf16 units busier: benchmarks/throughput.py),
+      AdamW 5e-3, dropout .1/.2/.3;
       runs of 20 minutes or more: dropout .1/.25/.4, and word models grow to 2×640 with 32
       streams (perplexity); subword models, the embeddings' default, stay 2×384 at every
       budget (encoding speed: README, benchmarks/encode_speed.py);
