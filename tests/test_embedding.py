@@ -181,6 +181,19 @@ def test_adapted_refits_the_sif_statistics_on_the_texts_and_puts_them_back(model
     np.testing.assert_array_equal(lm.encode(texts), before)
 
 
+def test_a_long_line_is_read_up_to_the_token_budget(models, monkeypatch):
+    lm = models["bpe"]
+    tokenizer = lm.tokenizer
+    ids = tokenizer.encode(" ".join(f"Line {i} of a long document is here." for i in range(300)))
+    monkeypatch.setattr(embedding, "FIT_READ_TOKENS", 200)
+    model, expected = copy.deepcopy(lm.model).cpu(), copy.deepcopy(lm.model).cpu()
+    embedding.fit_corpus_stats(model, torch.tensor([*ids, tokenizer.eos_id]), tokenizer)
+    first = split_sentences(tokenizer.decode(ids[:200]))
+    assert embedding.fit_text_stats(expected, first, tokenizer)
+    for name, tensor in model.stats.state_dict().items():
+        torch.testing.assert_close(tensor, expected.stats.state_dict()[name])
+
+
 def test_too_few_lines_leave_the_model_without_sif_statistics(models):
     lm = models["bpe"]
     model = copy.deepcopy(lm.model).cpu()
