@@ -154,13 +154,18 @@ def test_encode_applies_the_whitening(models):
     np.testing.assert_allclose(got, expected.numpy(), atol=1e-5)
 
 
+def _assert_same_stats(model, other) -> None:
+    expected = other.stats.state_dict()
+    for name, tensor in model.stats.state_dict().items():
+        torch.testing.assert_close(tensor, expected[name])
+
+
 def _adapted_stats_match(lm: LanguageModel, texts: list[str]) -> None:
     """Inside ``lm.adapted(texts)`` each direction has the statistics fit_text_stats gives."""
     for model in embedding.directions(lm):
         fitted = copy.deepcopy(model)
         embedding.fit_text_stats(fitted, texts, lm.tokenizer, backward=model is lm.backward)
-        for name, tensor in model.stats.state_dict().items():
-            torch.testing.assert_close(tensor, fitted.stats.state_dict()[name])
+        _assert_same_stats(model, fitted)
 
 
 def test_adapted_refits_the_sif_statistics_on_the_texts_and_puts_them_back(models, small_corpus):
@@ -190,8 +195,7 @@ def test_a_long_line_is_read_up_to_the_token_budget(models, monkeypatch):
     embedding.fit_corpus_stats(model, torch.tensor([*ids, tokenizer.eos_id]), tokenizer)
     first = split_sentences(tokenizer.decode(ids[:200]))
     assert embedding.fit_text_stats(expected, first, tokenizer)
-    for name, tensor in model.stats.state_dict().items():
-        torch.testing.assert_close(tensor, expected.stats.state_dict()[name])
+    _assert_same_stats(model, expected)
 
 
 def test_too_few_lines_leave_the_model_without_sif_statistics(models):
