@@ -12,7 +12,7 @@ from rnnembed.evaluation import evaluate
 from rnnembed.evaluation.baselines import Doc2VecBaseline, Word2VecBaseline, train_baseline
 from rnnembed.evaluation.bow import is_cjk, vectorizer, words
 from rnnembed.evaluation.retrieval import ndcg_at, recall_at, score
-from rnnembed.evaluation.senteval import read_labelled
+from rnnembed.evaluation.senteval import DENSE_WEIGHTS, Features, read_labelled
 from rnnembed.evaluation.sts import read_stsb, similarities
 
 GOOD = ["great", "wonderful", "superb", "lovely", "brilliant"]
@@ -147,6 +147,11 @@ def test_cross_validated_classification(tmp_path, lm, mode):
     assert result["task"] == "mr" and result["mode"] == mode
     assert result["folds"] == 10 and result["n"] == 40 and len(result["C"]) == 10
     assert 0 <= result["score"] <= 100
+    if mode == "hybrid":  # chosen per fold with C
+        assert len(result["dense_weight"]) == 10
+        assert set(result["dense_weight"]) <= set(DENSE_WEIGHTS)
+    else:
+        assert "dense_weight" not in result
     if mode != "dense":
         assert result["score"] == 100.0  # the two classes share no sentiment word
 
@@ -158,6 +163,19 @@ def test_fixed_split_classification_in_each_mode(tmp_path, lm):
         result = evaluate(lm, "trec", data_dir=tmp_path, mode=mode)
         assert result["split"] == "test" and result["n"] == 9 and result["n_train"] == 30
         assert result["score"] >= (0 if mode == "dense" else 100.0)
+        assert ("dense_weight" in result) == (mode == "hybrid")
+
+
+def test_hybrid_features_weight_the_dense_block_only(lm):
+    texts = [line.partition(" ")[2] for line in polarity_lines(5)]
+    features = Features(texts, lm.encode, "hybrid")
+    train, test = np.arange(8), np.arange(8, 10)
+    d = features.dense.shape[1]
+    (one, one_test), (two, two_test) = (features.split(train, test, w) for w in (1.0, 2.0))
+    assert one.shape == two.shape and one_test.shape == two_test.shape
+    np.testing.assert_allclose(two[:, :d].toarray(), 2 * one[:, :d].toarray(), rtol=1e-6)
+    np.testing.assert_allclose(two_test[:, :d].toarray(), 2 * one_test[:, :d].toarray(), rtol=1e-6)
+    assert (two[:, d:] != one[:, d:]).nnz == 0 and (two_test[:, d:] != one_test[:, d:]).nnz == 0
 
 
 def test_sst2_scores_test_by_default_and_falls_back_to_dev(tmp_path):

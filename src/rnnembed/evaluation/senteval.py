@@ -7,9 +7,11 @@ SST-2 train on their train split and are scored on test (SST-2: or dev). Files a
 Features per mode: ``dense`` = the encoder's vectors, standardised on the training part and
 divided by sqrt(d), so a row has expected squared norm 1 like an L2-normalised TF-IDF row;
 ``bm25`` = sublinear uni+bigram TF-IDF fitted on the training part (character uni+bigrams for
-CJK text); ``hybrid`` = both, concatenated. The inverse regularisation C is chosen from
-``C_GRID`` on a stratified ``VALIDATION`` share of the training part, then the model is refitted
-on the whole training part: the test part is never used to choose anything.
+CJK text); ``hybrid`` = both, concatenated, the dense block times a weight from
+``DENSE_WEIGHTS`` (how far the classifier may lean on it against the words). The inverse
+regularisation C, and the hybrid's weight, are chosen from their grids on a stratified
+``VALIDATION`` share of the training part, then the model is refitted on the whole training
+part: the test part is never used to choose anything.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ SPLIT_FILES = {
 }
 FOLDS = 10
 C_GRID = (0.1, 1.0, 10.0, 100.0, 1000.0)
+DENSE_WEIGHTS = (0.25, 0.5, 1.0, 2.0, 4.0)  # a factor of 4 either way of equal blocks
 VALIDATION = 0.1
 MAX_ITER = 2000
 
@@ -76,13 +79,15 @@ class Features:
         self.texts = texts
         self.dense = encode(texts) if mode in ("dense", "hybrid") else None
         self.bow = mode in ("bm25", "hybrid")
+        self.dense_weights = DENSE_WEIGHTS if mode == "hybrid" else (1.0,)
 
-    def split(self, train: np.ndarray, test: np.ndarray) -> tuple:
-        """(X_train, X_test), fitted on the ``train`` indices only."""
+    def split(self, train: np.ndarray, test: np.ndarray, dense_weight: float = 1.0) -> tuple:
+        """(X_train, X_test), fitted on the ``train`` indices only; the dense block times
+        ``dense_weight``."""
         parts = []
         if self.dense is not None:
             scaler = StandardScaler().fit(self.dense[train])
-            scale = 1.0 / np.sqrt(self.dense.shape[1])
+            scale = dense_weight / np.sqrt(self.dense.shape[1])
             parts.append([scaler.transform(self.dense[i]) * scale for i in (train, test)])
         if self.bow:
             train_texts = [self.texts[i] for i in train]
@@ -93,9 +98,13 @@ class Features:
         return tuple(sp.hstack([p[k] for p in parts], format="csr") for k in (0, 1))
 
 
-def fit(x, y: np.ndarray, seed: int) -> tuple[LogisticRegression, float]:
-    """Logistic regression with C chosen on a stratified validation share of (x, y), refitted
-    on all of it; returns (model, C). Ties go to the smaller C."""
+def fit(
+    features: Features, train: np.ndarray, test: np.ndarray, y: np.ndarray, seed: int
+) -> tuple[LogisticRegression, np.ndarray | sp.csr_matrix, dict]:
+    """Logistic regression on the ``train`` rows (labels ``y``), with C and the dense block's
+    weight chosen on a stratified validation share of them, then refitted on all of them;
+    returns (model, the ``test`` rows' features, the choice). Ties go to the smaller weight,
+    then the smaller C."""
     counts = np.unique(y, return_counts=True)[1]
     if len(counts) < 2:
         raise RnnembedError(
@@ -107,13 +116,17 @@ def fit(x, y: np.ndarray, seed: int) -> tuple[LogisticRegression, float]:
         stratify=y if counts.min() >= 2 else None,
         random_state=seed,
     )
-    model = LogisticRegression(max_iter=MAX_ITER, warm_start=True)
-    best, best_c = -1.0, C_GRID[0]
-    for c in C_GRID:
-        accuracy = model.set_params(C=c).fit(x[inner], y[inner]).score(x[held], y[held])
-        if accuracy > best:
-            best, best_c = accuracy, c
-    return LogisticRegression(C=best_c, max_iter=MAX_ITER).fit(x, y), best_c
+    best, chosen = -1.0, None
+    for weight in features.dense_weights:
+        x, x_test = features.split(train, test, weight)
+        model = LogisticRegression(max_iter=MAX_ITER, warm_start=True)
+        for c in C_GRID:
+            accuracy = model.set_params(C=c).fit(x[inner], y[inner]).score(x[held], y[held])
+            if accuracy > best:
+                best, chosen = accuracy, (c, weight, x, x_test)
+    c, weight, x, x_test = chosen
+    choice = {"C": c, **({"dense_weight": weight} if len(features.dense_weights) > 1 else {})}
+    return LogisticRegression(C=c, max_iter=MAX_ITER).fit(x, y), x_test, choice
 
 
 def cross_validate(
@@ -127,18 +140,17 @@ def cross_validate(
         )
     features = Features(texts, encode, mode)
     folds = StratifiedKFold(FOLDS, shuffle=True, random_state=seed)
-    scores, chosen = [], []
+    scores, choices = [], []
     for train, test in folds.split(np.zeros(len(labels)), labels):
-        x_train, x_test = features.split(train, test)
-        model, c = fit(x_train, labels[train], seed)
+        model, x_test, choice = fit(features, train, test, labels[train], seed)
         scores.append(100.0 * model.score(x_test, labels[test]))
-        chosen.append(c)
+        choices.append(choice)
     return {
         "score": float(np.mean(scores)),
         "std": float(np.std(scores)),
         "n": len(labels),
         "folds": FOLDS,
-        "C": chosen,
+        **{key: [choice[key] for choice in choices] for key in choices[0]},
     }
 
 
@@ -152,13 +164,14 @@ def train_test(
     """Accuracy (%) on ``test`` of a classifier fitted on ``train``."""
     features = Features(train[0] + test[0], encode, mode)
     n = len(train[0])
-    x_train, x_test = features.split(np.arange(n), np.arange(n, n + len(test[0])))
-    model, c = fit(x_train, train[1], seed)
+    model, x_test, choice = fit(
+        features, np.arange(n), np.arange(n, n + len(test[0])), train[1], seed
+    )
     return {
         "score": 100.0 * model.score(x_test, test[1]),
         "n": len(test[0]),
         "n_train": n,
-        "C": c,
+        **choice,
     }
 
 
