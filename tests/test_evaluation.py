@@ -8,7 +8,7 @@ import pytest
 from conftest import shared_file
 from rnnembed import RnnembedError
 from rnnembed.cli import main
-from rnnembed.evaluation import evaluate
+from rnnembed.evaluation import evaluate, senteval
 from rnnembed.evaluation.baselines import Doc2VecBaseline, Word2VecBaseline, train_baseline
 from rnnembed.evaluation.bow import is_cjk, vectorizer, words
 from rnnembed.evaluation.retrieval import ndcg_at, recall_at, score
@@ -169,13 +169,56 @@ def test_fixed_split_classification_in_each_mode(tmp_path, lm):
 def test_hybrid_features_weight_the_dense_block_only(lm):
     texts = [line.partition(" ")[2] for line in polarity_lines(5)]
     features = Features(texts, lm.encode, "hybrid")
-    train, test = np.arange(8), np.arange(8, 10)
+    x, x_test = features.split(np.arange(8), np.arange(8, 10))
     d = features.dense.shape[1]
-    (one, one_test), (two, two_test) = (features.split(train, test, w) for w in (1.0, 2.0))
-    assert one.shape == two.shape and one_test.shape == two_test.shape
-    np.testing.assert_allclose(two[:, :d].toarray(), 2 * one[:, :d].toarray(), rtol=1e-6)
-    np.testing.assert_allclose(two_test[:, :d].toarray(), 2 * one_test[:, :d].toarray(), rtol=1e-6)
-    assert (two[:, d:] != one[:, d:]).nnz == 0 and (two_test[:, d:] != one_test[:, d:]).nnz == 0
+    for rows in (x, x_test):
+        two = features.weighted(rows, 2.0)
+        assert two.shape == rows.shape
+        np.testing.assert_allclose(two[:, :d].toarray(), 2 * rows[:, :d].toarray(), rtol=1e-6)
+        assert (two[:, d:] != rows[:, d:]).nnz == 0
+
+
+class OneColumn:
+    """Hybrid-like features with one column, the label itself; ``informative`` weights keep it,
+    the others give noise."""
+
+    hybrid = True
+    dense_weights = (0.25, 1.0)
+
+    def __init__(self, y: np.ndarray, informative: tuple[float, ...]):
+        self.x = y[:, None].astype(float)
+        self.informative = informative
+
+    def split(self, train, test):
+        return self.x[train], self.x[test]
+
+    def weighted(self, x, weight):
+        if weight in self.informative:
+            return x * weight
+        return np.random.default_rng(len(x)).normal(size=x.shape)
+
+
+def test_fit_chooses_the_weight_on_the_validation_share_and_applies_it_to_the_test_rows():
+    y = np.arange(60) % 2
+    train, test = np.arange(40), np.arange(40, 60)
+    model, x_test, choice = senteval.fit(OneColumn(y, (1.0,)), train, test, y[train], 0)
+    assert choice["dense_weight"] == 1.0
+    np.testing.assert_array_equal(x_test, y[test, None])
+    assert model.score(x_test, y[test]) == 1.0
+    _, x_test, choice = senteval.fit(OneColumn(y, (0.25, 1.0)), train, test, y[train], 0)
+    assert choice == {"C": senteval.C_GRID[0], "dense_weight": 0.25}  # a tie: the smaller
+    np.testing.assert_array_equal(x_test, 0.25 * y[test, None])
+
+
+def test_the_test_labels_choose_nothing(tmp_path, lm):
+    train = read_labelled(write(tmp_path / "train.all", polarity_lines(10)))
+    texts, labels = read_labelled(write(tmp_path / "test.all", polarity_lines(3, 10)))
+    flipped = senteval.train_test(train, (texts, 1 - labels), lm.encode, "hybrid")
+    kept = senteval.train_test(train, (texts, labels), lm.encode, "hybrid")
+    assert {k: flipped[k] for k in ("C", "dense_weight")} == {
+        k: kept[k] for k in ("C", "dense_weight")
+    }
+    assert flipped["score"] == 100.0 - kept["score"]
 
 
 def test_sst2_scores_test_by_default_and_falls_back_to_dev(tmp_path):

@@ -30,6 +30,7 @@ from rnnembed.evaluation import bow
 from rnnembed.evaluation.files import choose_split, data_root, read_lines, require
 
 Encode = Callable[[list[str]], np.ndarray]
+Matrix = np.ndarray | sp.csr_matrix
 
 CV_FILES = {
     "mr": "rt-polarity.all",
@@ -47,7 +48,9 @@ SPLIT_FILES = {
 }
 FOLDS = 10
 C_GRID = (0.1, 1.0, 10.0, 100.0, 1000.0)
-DENSE_WEIGHTS = (0.25, 0.5, 1.0, 2.0, 4.0)  # a factor of 4 either way of equal blocks
+# a hybrid's dense block weight: a factor of 4 either way of equal blocks; ascending, so ties
+# go to the smaller weight
+DENSE_WEIGHTS = (0.25, 0.5, 1.0, 2.0, 4.0)
 VALIDATION = 0.1
 MAX_ITER = 2000
 
@@ -79,15 +82,16 @@ class Features:
         self.texts = texts
         self.dense = encode(texts) if mode in ("dense", "hybrid") else None
         self.bow = mode in ("bm25", "hybrid")
-        self.dense_weights = DENSE_WEIGHTS if mode == "hybrid" else (1.0,)
+        self.hybrid = mode == "hybrid"
+        self.dense_weights = DENSE_WEIGHTS if self.hybrid else (1.0,)
 
-    def split(self, train: np.ndarray, test: np.ndarray, dense_weight: float = 1.0) -> tuple:
-        """(X_train, X_test), fitted on the ``train`` indices only; the dense block times
-        ``dense_weight``."""
+    def split(self, train: np.ndarray, test: np.ndarray) -> tuple:
+        """(X_train, X_test), fitted on the ``train`` indices only; a hybrid's dense block
+        comes first."""
         parts = []
         if self.dense is not None:
             scaler = StandardScaler().fit(self.dense[train])
-            scale = dense_weight / np.sqrt(self.dense.shape[1])
+            scale = 1.0 / np.sqrt(self.dense.shape[1])
             parts.append([scaler.transform(self.dense[i]) * scale for i in (train, test)])
         if self.bow:
             train_texts = [self.texts[i] for i in train]
@@ -97,14 +101,21 @@ class Features:
             return tuple(parts[0])
         return tuple(sp.hstack([p[k] for p in parts], format="csr") for k in (0, 1))
 
+    def weighted(self, x: Matrix, weight: float) -> Matrix:
+        """``x`` (from :meth:`split`) with a hybrid's dense block times ``weight``."""
+        if not self.hybrid:
+            return x
+        d = self.dense.shape[1]
+        return (x @ sp.diags(np.r_[np.full(d, weight), np.ones(x.shape[1] - d)])).tocsr()
+
 
 def fit(
     features: Features, train: np.ndarray, test: np.ndarray, y: np.ndarray, seed: int
-) -> tuple[LogisticRegression, np.ndarray | sp.csr_matrix, dict]:
-    """Logistic regression on the ``train`` rows (labels ``y``), with C and the dense block's
-    weight chosen on a stratified validation share of them, then refitted on all of them;
-    returns (model, the ``test`` rows' features, the choice). Ties go to the smaller weight,
-    then the smaller C."""
+) -> tuple[LogisticRegression, Matrix, dict]:
+    """Logistic regression on the ``train`` rows (labels ``y``), with C (and a hybrid's dense
+    block weight) chosen on a stratified validation share of them, then refitted on all of
+    them; returns (model, the ``test`` rows' features, the choice: ``{"C": c}``, with
+    ``"dense_weight"`` for a hybrid). Ties go to the smaller weight, then the smaller C."""
     counts = np.unique(y, return_counts=True)[1]
     if len(counts) < 2:
         raise RnnembedError(
@@ -116,17 +127,19 @@ def fit(
         stratify=y if counts.min() >= 2 else None,
         random_state=seed,
     )
+    x, x_test = features.split(train, test)
     best, chosen = -1.0, None
     for weight in features.dense_weights:
-        x, x_test = features.split(train, test, weight)
+        xw = features.weighted(x, weight)
         model = LogisticRegression(max_iter=MAX_ITER, warm_start=True)
         for c in C_GRID:
-            accuracy = model.set_params(C=c).fit(x[inner], y[inner]).score(x[held], y[held])
+            accuracy = model.set_params(C=c).fit(xw[inner], y[inner]).score(xw[held], y[held])
             if accuracy > best:
-                best, chosen = accuracy, (c, weight, x, x_test)
-    c, weight, x, x_test = chosen
-    choice = {"C": c, **({"dense_weight": weight} if len(features.dense_weights) > 1 else {})}
-    return LogisticRegression(C=c, max_iter=MAX_ITER).fit(x, y), x_test, choice
+                best, chosen = accuracy, (c, weight)
+    c, weight = chosen
+    model = LogisticRegression(C=c, max_iter=MAX_ITER).fit(features.weighted(x, weight), y)
+    choice = {"C": c, **({"dense_weight": weight} if features.hybrid else {})}
+    return model, features.weighted(x_test, weight), choice
 
 
 def cross_validate(
