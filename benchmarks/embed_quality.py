@@ -10,8 +10,9 @@ Each task is scored for the model in dense and hybrid mode, for bag of words (``
 TF-IDF, or BM25 for retrieval), and for averaged word2vec and Doc2Vec trained on the same
 corpus for the same time; the STS tasks also with every encoder adapted (``*_adapted`` rows:
 its vectors whitened over the evaluated sentences, unlabelled, as the TF-IDF is fitted on
-them). --baseline-seconds overrides the baselines' time; a smoke run:
-``--minutes 0.5 --baseline-seconds 20 --tasks trec,stsb``. Prints one JSON object.
+them). --baseline-seconds overrides the baselines' time, --no-baselines skips them (a machine
+without gensim, such as a GPU one), --hidden and --layers override the recipe's shape; a smoke
+run: ``--minutes 0.5 --baseline-seconds 20 --tasks trec,stsb``. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -82,6 +83,18 @@ def arguments() -> argparse.Namespace:
         help="each model a forward and a backward LM, half the budget each (the default: "
         "higher dense scores on every task, README); --no-bidirectional: forward only",
     )
+    parser.add_argument(
+        "--hidden", type=int, default=0, help="each model's width (default: the recipe's)"
+    )
+    parser.add_argument(
+        "--layers", type=int, default=0, help="layers per direction (default: the recipe's)"
+    )
+    parser.add_argument(
+        "--baselines",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="train and score word2vec and Doc2Vec (--no-baselines: the model and bag of words)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--reuse", action="store_true", help="load models already in OUT instead of training"
@@ -110,6 +123,8 @@ def model_for(name: str, minutes: float, args: argparse.Namespace, root: Path) -
         tokenizer=args.tokenizer or TOKENIZERS[name],
         minutes=minutes,
         bidirectional=args.bidirectional,
+        hidden=args.hidden,
+        layers=args.layers,
         seed=args.seed,
     )
     runs = [  # forward (, backward)
@@ -130,7 +145,7 @@ def model_for(name: str, minutes: float, args: argparse.Namespace, root: Path) -
     }
 
 
-def scores(encoders: dict, arguments: dict, pooling: str, root: Path) -> dict:
+def scores(encoders: dict, arguments: dict, pooling: str | None, root: Path) -> dict:
     """The task's score for each row: the model dense and hybrid, bag of words, baselines; an
     STS task also scores the encoders adapted (``*_adapted``: vectors whitened over the
     evaluated sentences, as the bag of words fits its IDF on them)."""
@@ -141,7 +156,7 @@ def scores(encoders: dict, arguments: dict, pooling: str, root: Path) -> dict:
         "dense": (encoders["model"], "dense", pooling),
         "hybrid": (encoders["model"], "hybrid", pooling),
         "bag_of_words": (None, "bm25", None),
-        **{name: (encoders[name], "dense", None) for name in BASELINES},
+        **{name: (encoders[name], "dense", None) for name in BASELINES if name in encoders},
     }
     adaptable = KINDS[options["task"]] == "sts" and pooling in (None, "sif")
     adapts = [False, True] if adaptable else [False]
@@ -166,11 +181,14 @@ def targets(results: dict) -> dict:
     of words on the mean of MR, TREC and STS-B dev."""
 
     def met(r: dict, suffix: str) -> dict:
-        return {
-            "dense_beats_word2vec_and_doc2vec": r[f"dense{suffix}"]["score"]
-            > max(r[f"{name}{suffix}"]["score"] for name in BASELINES),
-            "hybrid_beats_bag_of_words": r[f"hybrid{suffix}"]["score"] > r["bag_of_words"]["score"],
+        out = {
+            "hybrid_beats_bag_of_words": r[f"hybrid{suffix}"]["score"] > r["bag_of_words"]["score"]
         }
+        if all(f"{name}{suffix}" in r for name in BASELINES):  # not with --no-baselines
+            out["dense_beats_word2vec_and_doc2vec"] = r[f"dense{suffix}"]["score"] > max(
+                r[f"{name}{suffix}"]["score"] for name in BASELINES
+            )
+        return out
 
     out = {}
     for task, r in results.items():
@@ -199,14 +217,15 @@ def main() -> None:
     for name in dict.fromkeys(TASKS[t][0] for t in tasks):
         minutes = args.minutes if name == "wikitext-2" else min(args.minutes, SMALL_MINUTES)
         lm, facts = model_for(name, minutes, args, root)
-        seconds = args.baseline_seconds or 60 * minutes
         encoders = {"model": lm}
-        for baseline in BASELINES:
-            encoders[baseline] = train_baseline(
-                baseline, [root / f for f in CORPORA[name][0]], seconds, seed=args.seed
-            )
-            facts[f"{baseline}_epochs"] = encoders[baseline].epochs
-        facts["baseline_seconds"] = seconds
+        if args.baselines:
+            seconds = args.baseline_seconds or 60 * minutes
+            for baseline in BASELINES:
+                encoders[baseline] = train_baseline(
+                    baseline, [root / f for f in CORPORA[name][0]], seconds, seed=args.seed
+                )
+                facts[f"{baseline}_epochs"] = encoders[baseline].epochs
+            facts["baseline_seconds"] = seconds
         models[name] = facts
         for task in (t for t in tasks if TASKS[t][0] == name):
             results[task] = scores(encoders, TASKS[task][1], args.pooling, root)
