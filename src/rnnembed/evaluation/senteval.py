@@ -82,8 +82,15 @@ class Features:
         self.texts = texts
         self.dense = encode(texts) if mode in ("dense", "hybrid") else None
         self.bow = mode in ("bm25", "hybrid")
-        self.hybrid = mode == "hybrid"
-        self.dense_weights = DENSE_WEIGHTS if self.hybrid else (1.0,)
+
+    @property
+    def hybrid(self) -> bool:
+        return self.dense is not None and self.bow
+
+    @property
+    def dense_weights(self) -> tuple[float, ...]:
+        """The dense block weights :func:`fit` chooses from."""
+        return DENSE_WEIGHTS if self.hybrid else (1.0,)
 
     def split(self, train: np.ndarray, test: np.ndarray) -> tuple:
         """(X_train, X_test), fitted on the ``train`` indices only; a hybrid's dense block
