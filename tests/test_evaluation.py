@@ -11,7 +11,7 @@ from rnnembed.cli import main
 from rnnembed.evaluation import evaluate, senteval
 from rnnembed.evaluation.baselines import Doc2VecBaseline, Word2VecBaseline, train_baseline
 from rnnembed.evaluation.bow import is_cjk, vectorizer, words
-from rnnembed.evaluation.retrieval import ndcg_at, recall_at, score
+from rnnembed.evaluation.retrieval import ndcg_at, recall_at, score, search
 from rnnembed.evaluation.senteval import DENSE_WEIGHTS, Features, read_labelled
 from rnnembed.evaluation.sts import read_stsb, similarities
 
@@ -319,6 +319,18 @@ def test_beir_retrieval_through_the_vector_store(tmp_path, lm, mode):
     assert result["recall@100"] == 1.0  # four documents: every one is retrieved
     if mode == "bm25":
         assert result["score"] == 1.0
+
+
+def test_one_store_searches_in_every_mode(tmp_path, lm):
+    pytest.importorskip("rnnembed.store", reason="rnnembed.store (the VectorStore) is absent")
+    modes = ["bm25", "dense", "hybrid"]
+    rankings, qrels, split, documents = search(beir_folder(tmp_path), lm, modes)
+    assert split == "train" and documents == 4 and set(qrels) == {"q1", "q2"}
+    assert {mode: set(ranked) for mode, ranked in rankings.items()} == dict.fromkeys(
+        modes, {"q1", "q2"}
+    )
+    assert rankings["bm25"]["q1"][0] == "d1" and rankings["bm25"]["q2"][0] == "d3"
+    assert all(sorted(ranked) == ["d1", "d2", "d3", "d4"] for ranked in rankings["dense"].values())
 
 
 # -- errors ----------------------------------------------------------------------------------

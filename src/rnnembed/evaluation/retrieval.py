@@ -94,6 +94,12 @@ def load_beir(folder: Path, split: str | None) -> tuple[list[dict], list[dict], 
     return corpus, queries, read_qrels(path), split
 
 
+def indexed_documents(corpus: list[dict]) -> list[tuple[str, str]]:
+    """(id, title + " " + text) of each document that has text: what the harness indexes."""
+    docs = [(d["_id"], f"{d['title']} {d['text']}".strip()) for d in corpus]
+    return [(doc, text) for doc, text in docs if text]
+
+
 def rank(store, queries: list[str], mode: str, depth: int = DEPTH) -> list[list[str]]:
     """The document ids (hit sources) each query retrieves, best first."""
     return [[hit.source for hit in hits] for hits in store.search(queries, k=depth, mode=mode)]
@@ -133,6 +139,47 @@ class _NoVectors:
         return "bm25-only"
 
 
+def search(
+    folder: Path,
+    model,
+    modes: Sequence[str],
+    split: str | None = None,
+    pooling: str | None = None,
+) -> tuple[dict[str, dict[str, list[str]]], Qrels, str, int]:
+    """(rankings per mode: query id -> document ids best first, qrels, split, documents) of
+    every judged query of the BEIR ``folder``, searched in each of ``modes`` through one
+    VectorStore. Documents with no text are not indexed; a judged query with no text
+    retrieves nothing. The store's BM25 analyzer is jieba for a CJK corpus, else the standard
+    one; with bm25 alone nothing is encoded."""
+    from rnnembed.store import VectorStore
+
+    corpus, queries, qrels, split = load_beir(folder, split)
+    judged = [q for q in queries if q["_id"] in qrels]
+    if not judged:
+        raise RnnembedError(f"{folder}: no query in queries.jsonl is judged in qrels/{split}.tsv")
+    docs = indexed_documents(corpus)
+    texts = [text for _, text in docs]
+    asked = [q for q in judged if q["text"].strip()]
+    with (
+        tempfile.TemporaryDirectory(prefix="rnnembed-beir-") as tmp,
+        VectorStore(
+            uri=str(Path(tmp) / "beir.db"),
+            model=_NoVectors() if set(modes) == {"bm25"} else model,
+            collection="beir",
+            pooling=pooling,
+            analyzer="chinese" if is_cjk(texts) else "standard",
+        ) as store,
+    ):
+        store.add(texts, sources=[doc for doc, _ in docs])
+        ranked = {mode: rank(store, [q["text"] for q in asked], mode) for mode in modes}
+    rankings = {
+        mode: {q["_id"]: [] for q in judged}
+        | {q["_id"]: r for q, r in zip(asked, ranked[mode], strict=True)}
+        for mode in modes
+    }
+    return rankings, qrels, split, len(docs)
+
+
 def run(
     task: str,
     model,
@@ -143,40 +190,14 @@ def run(
     pooling: str | None = None,
 ) -> dict:
     """nDCG@10 (the score) and recall@100 of ``model`` on the BEIR folder ``file`` or
-    ``data_dir``, searched through a VectorStore in ``mode``. Documents with no text are not
-    indexed; a judged query with no text retrieves nothing. The store's BM25 analyzer is jieba
-    for a CJK corpus, else the standard one."""
-    from rnnembed.store import VectorStore
-
+    ``data_dir``, searched through a VectorStore in ``mode`` (:func:`search`)."""
     folder = Path(file) if file is not None else data_root(data_dir, task, "a BEIR folder")
-    corpus, queries, qrels, split = load_beir(folder, split)
-    judged = [q for q in queries if q["_id"] in qrels]
-    if not judged:
-        raise RnnembedError(f"{folder}: no query in queries.jsonl is judged in qrels/{split}.tsv")
-    docs = [(d["_id"], f"{d['title']} {d['text']}".strip()) for d in corpus]
-    docs = [(doc, text) for doc, text in docs if text]
-    texts = [text for _, text in docs]
-    asked = [q for q in judged if q["text"].strip()]
-    with (
-        tempfile.TemporaryDirectory(prefix="rnnembed-beir-") as tmp,
-        VectorStore(
-            uri=str(Path(tmp) / "beir.db"),
-            model=_NoVectors() if mode == "bm25" else model,
-            collection="beir",
-            pooling=pooling,
-            analyzer="chinese" if is_cjk(texts) else "standard",
-        ) as store,
-    ):
-        store.add(texts, sources=[doc for doc, _ in docs])
-        ranked = rank(store, [q["text"] for q in asked], mode)
-    rankings = {q["_id"]: [] for q in judged} | {
-        q["_id"]: r for q, r in zip(asked, ranked, strict=True)
-    }
-    result = score(rankings, qrels)
+    rankings, qrels, split, documents = search(folder, model, [mode], split, pooling)
+    result = score(rankings[mode], qrels)
     return {
         "score": result["ndcg@10"],
         **result,
-        "documents": len(docs),
+        "documents": documents,
         "split": split,
         "file": str(folder),
     }
