@@ -3,13 +3,14 @@
 python benchmarks/rrf_headroom.py [--folder DIR] [--split S] [--model DIR]
 
 The store's own BM25 ranking (Milvus BM25, 100 deep, as ``rnnembed evaluate --task beir --mode
-bm25``) is fused as the store's hybrid fuses it (Milvus's RRFRanker: score = sum over the
-lists of 1 / (RRF_K + rank)) with second rankings of known quality: the sublinear TF-IDF cosine
-(scikit-learn, fitted on the corpus), alone and with Gaussian noise of each ``--noise`` sd added
-to every query-document score, which lowers its nDCG@10 step by step. With ``--model``, the
-model's dense and hybrid searches through the same store are reported beside them, and the
-dense ranking fused here, which checks this fusion against Milvus's. The folder defaults to
-``$RNNEMBED_DATA_DIR/scifact`` (train queries). Prints one JSON object.
+bm25``) is fused as the store's hybrid fuses it (Milvus's RRFRanker: score = sum over the lists
+of 1 / (RRF_K + rank)) with second rankings of known quality: the sublinear TF-IDF cosine (word
+unigrams, character uni+bigrams for CJK: STS's bag of words, fitted on the corpus), alone and
+with Gaussian noise of each ``--noise`` sd added to every query-document score, which lowers its
+nDCG@10 step by step. With ``--model``, the model's dense and hybrid searches through the same
+store are reported beside them, and the dense ranking fused here, which checks this fusion
+against Milvus's. The folder defaults to ``$RNNEMBED_DATA_DIR/scifact`` (train queries). Prints
+one JSON object.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 from common import emit
-from sklearn.feature_extraction.text import TfidfVectorizer
 
+from rnnembed.evaluation.bow import vectorizer
 from rnnembed.evaluation.retrieval import (
     DEPTH,
     indexed_documents,
@@ -47,8 +48,9 @@ def tfidf_scores(folder: Path, split: str, query_ids: list[str]) -> tuple[np.nda
     corpus, queries, _, _ = load_beir(folder, split)
     docs = indexed_documents(corpus)
     text_of = {q["_id"]: q["text"] for q in queries}
-    tfidf = TfidfVectorizer(sublinear_tf=True).fit([text for _, text in docs])
-    matrix = tfidf.transform([text for _, text in docs])
+    texts = [text for _, text in docs]
+    tfidf = vectorizer(texts, word_ngrams=(1, 1)).fit(texts)
+    matrix = tfidf.transform(texts)
     cosines = (tfidf.transform([text_of[q] for q in query_ids]) @ matrix.T).toarray()
     return cosines, [doc for doc, _ in docs]
 
