@@ -160,6 +160,7 @@ def search(
     docs = indexed_documents(corpus)
     texts = [text for _, text in docs]
     asked = [q for q in judged if q["text"].strip()]
+    asked_texts = [q["text"] for q in asked]
     with (
         tempfile.TemporaryDirectory(prefix="rnnembed-beir-") as tmp,
         VectorStore(
@@ -171,7 +172,7 @@ def search(
         ) as store,
     ):
         store.add(texts, sources=[doc for doc, _ in docs])
-        ranked = {mode: rank(store, [q["text"] for q in asked], mode) for mode in modes}
+        ranked = {mode: rank(store, asked_texts, mode) for mode in modes}
     rankings = {
         mode: {q["_id"]: [] for q in judged}
         | {q["_id"]: r for q, r in zip(asked, ranked[mode], strict=True)}
