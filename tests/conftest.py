@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -55,3 +58,42 @@ def lm(tiny_model_folder):
     from rnnembed.language_model import LanguageModel
 
     return LanguageModel.load(tiny_model_folder)
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory):
+    """The URI of a Milvus server on a free loopback port: the ``milvus`` server binary of
+    Milvus Lite 2.5 (Milvus's C++ engine behind its gRPC API), which .ci/run installs and names
+    in $RNNEMBED_TEST_MILVUS_BIN. It serves in "local mode": FLAT, IVF_FLAT or AUTOINDEX only."""
+    binary = os.environ.get("RNNEMBED_TEST_MILVUS_BIN")
+    if not binary:
+        pytest.skip("RNNEMBED_TEST_MILVUS_BIN is not set: no Milvus server to test against")
+    folder = tmp_path_factory.mktemp("milvus-server")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = (folder / "server.log").open("wb")
+    process = subprocess.Popen(
+        [binary, str(folder / "server.db"), f"127.0.0.1:{port}", "ERROR"],
+        cwd=folder,
+        env={**os.environ, "LD_LIBRARY_PATH": str(Path(binary).parent)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        process.kill()
+        pytest.fail(f"the Milvus server did not start: {(folder / 'server.log').read_text()}")
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()

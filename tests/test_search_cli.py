@@ -55,17 +55,23 @@ def test_help_lists_the_search_commands(capsys):
     assert code == 0 and all(c in out for c in ("embed", "index", "search"))
 
 
-def test_index_then_index_again_adds_nothing(capsys, model, corpus, tmp_path):
-    db = tmp_path / "again.db"
+@pytest.mark.parametrize("backend", ["milvus-lite", "milvus-server"])
+def test_index_then_index_again_adds_nothing(capsys, request, model, corpus, tmp_path, backend):
+    if backend == "milvus-lite":
+        where = ["--db", tmp_path / "again.db"]
+    else:  # a Milvus server by URI: the same commands, each process opening it anew
+        where = ["--db", request.getfixturevalue("milvus_server"), "--collection", "again"]
     lines = len(list(read_chunks([corpus])))
-    code, out, err = run(capsys, "index", model, corpus, "--db", db, "--json")
+    code, out, err = run(capsys, "index", model, corpus, *where, "--json")
     assert code == 0 and "Traceback" not in err, err
     summary = json.loads(out)
     assert summary["chunks"] == summary["added"] == summary["rows"] == lines == 123
     assert summary["already_present"] == 0
-    code, out, _ = run(capsys, "index", model, corpus, "--db", db, "--json")
+    code, out, _ = run(capsys, "index", model, corpus, *where, "--json")
     summary = json.loads(out)
     assert code == 0 and summary["added"] == 0 and summary["already_present"] == lines
+    hits = search(capsys, model, where[1], "zeppelin", "--mode", "bm25", *where[2:])
+    assert [h["text"] for h in hits] == ["Remember the zeppelin tickets."]
 
 
 def test_index_prints_a_readable_summary(capsys, model, corpus, db):

@@ -1,3 +1,7 @@
+"""VectorStore on Milvus Lite 3 (a .db folder) and, where $RNNEMBED_TEST_MILVUS_BIN names
+one, on a Milvus server process reached by URI: the same tests run on both."""
+
+import itertools
 import re
 import subprocess
 import sys
@@ -6,11 +10,40 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from pymilvus import MilvusClient, MilvusException
 
 from rnnembed.chunking import read_chunks
 from rnnembed.errors import RnnembedError
 from rnnembed.language_model import LanguageModel
 from rnnembed.store import HNSW_BUILD, MAX_TEXT_BYTES, Hit, VectorStore, row_id
+
+BACKENDS = ["milvus-lite", "milvus-server"]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(request, tmp_path_factory):
+    """Where new stores go: (kind, a function giving a fresh (uri, collection) each call)."""
+    numbers = itertools.count()
+    if request.param == "milvus-lite":
+        folder = tmp_path_factory.mktemp("lite")
+        return request.param, lambda: (folder / f"s{next(numbers)}.db", "default")
+    uri = request.getfixturevalue("milvus_server")
+    return request.param, lambda: (uri, f"fresh{next(numbers)}")
+
+
+@pytest.fixture
+def new_store(backend):
+    """Open a store in a fresh collection of the backend: ``new_store(model=lm, ...)``."""
+    opened = []
+
+    def make(**kwargs):
+        uri, collection = backend[1]()
+        opened.append(VectorStore(uri, collection=collection, **kwargs))
+        return opened[-1]
+
+    yield make
+    for s in opened:
+        s.close()
 
 
 @pytest.fixture(scope="module")
@@ -22,10 +55,11 @@ def chunks(small_corpus):
 
 
 @pytest.fixture(scope="module")
-def store(lm, chunks, tmp_path_factory):
-    """A store of the chunks, each with metadata {"n": its position}."""
-    path = tmp_path_factory.mktemp("db") / "index.db"
-    with VectorStore(path, model=lm) as s:
+def store(lm, chunks, backend):
+    """A store of the chunks in the backend's collection "default", each row with metadata
+    {"n": its position}."""
+    uri, _ = backend[1]()
+    with VectorStore(uri, model=lm) as s:
         s.add(
             [t for t, _ in chunks],
             sources=[src for _, src in chunks],
@@ -57,21 +91,39 @@ def test_adding_again_adds_nothing_and_returns_the_same_ids(store, chunks):
     assert store.delete([ids[-1]]) == 1 and store.count() == len(chunks)
 
 
-def test_the_same_text_from_another_source_is_another_row(lm, tmp_path):
-    with VectorStore(tmp_path / "s.db", model=lm) as s:
+def test_the_same_text_from_another_source_is_another_row(lm, new_store):
+    with new_store(model=lm) as s:
         ids = s.add(["the same words", "the same words", "the same words"], sources=["a", "b", "a"])
         assert ids[0] == ids[2] != ids[1] and s.count() == 2
 
 
-def test_the_hnsw_index_is_built_with_our_parameters(store):
-    # pymilvus 3 sends build parameters flat, which Milvus Lite 3 ignores (it reads "params")
+def test_the_hnsw_index_is_built_with_our_parameters(store, backend):
     described = store.client.describe_index(store.collection, "vector")
-    assert described["index_type"] == "HNSW" and described["metric_type"] == "IP"
-    assert described["params"] == HNSW_BUILD
+    assert described["metric_type"] == "IP"
+    if backend[0] == "milvus-server":  # the test server refuses HNSW: exact search instead
+        assert described["index_type"] == "FLAT"
+        return
+    # pymilvus 3 sends build parameters flat, which Milvus Lite 3 ignores (it reads "params")
+    assert described["index_type"] == "HNSW" and described["params"] == HNSW_BUILD
 
 
-def test_count_and_delete(lm, tmp_path):
-    with VectorStore(tmp_path / "s.db", model=lm) as s:
+def test_a_collection_whose_index_fails_is_not_left_behind(lm, backend, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise MilvusException(message="no index for you")
+
+    uri, collection = backend[1]()
+    monkeypatch.setattr(MilvusClient, "create_index", refuse)
+    with pytest.raises(RnnembedError, match="could not index the vectors: no index for you"):
+        VectorStore(uri, model=lm, collection=collection)
+    monkeypatch.undo()
+    with pytest.raises(RnnembedError, match=f"no collection '{collection}'"):
+        VectorStore(uri, model=lm, collection=collection, create=False)
+    with VectorStore(uri, model=lm, collection=collection) as s:  # and it can be made anew
+        assert s.add(["a line"]) and s.count() == 1
+
+
+def test_count_and_delete(lm, new_store):
+    with new_store(model=lm) as s:
         assert s.count() == 0
         ids = s.add(["one line", "two lines", "three lines"])
         assert s.count() == 3
@@ -185,13 +237,13 @@ def test_databases_that_cannot_be_opened(lm, tmp_path):
 
 
 def test_missing_collection_is_an_error_when_not_creating(lm, store):
-    with pytest.raises(RnnembedError, match="no collection 'nope' .*it has: default"):
+    with pytest.raises(RnnembedError, match="no collection 'nope' .*it has: .*default"):
         VectorStore(store.uri, model=lm, collection="nope", create=False)
 
 
-def test_over_long_texts_are_stored_cut(lm, tmp_path, caplog):
+def test_over_long_texts_are_stored_cut(lm, new_store, caplog):
     long_text = "word " * 14_000 + "é" * 10  # 70,020 bytes
-    with VectorStore(tmp_path / "s.db", model=lm) as s:
+    with new_store(model=lm) as s:
         [id_] = s.add([long_text], sources=["long.txt:1"])
         assert id_ == row_id(long_text, "long.txt:1") and "stored cut" in caplog.text
         hit = s.search("word", k=1, mode="bm25")[0]
@@ -199,13 +251,13 @@ def test_over_long_texts_are_stored_cut(lm, tmp_path, caplog):
         assert s.add([long_text], sources=["long.txt:1"]) == [id_] and s.count() == 1
 
 
-def test_chinese_analyzer_segments_words(lm, tmp_path):
+def test_chinese_analyzer_segments_words(lm, new_store):
     texts = ["我爱北京天安门", "今天天气很好", "北京的天气"]
-    with VectorStore(tmp_path / "zh.db", model=lm, analyzer="chinese") as s:
+    with new_store(model=lm, analyzer="chinese") as s:
         s.add(texts)
         assert [h.text for h in s.search("天安门", k=3, mode="bm25")] == [texts[0]]
         assert {h.text for h in s.search("北京", k=3, mode="bm25")} == {texts[0], texts[2]}
-    with VectorStore(tmp_path / "zh.db", model=lm) as s:  # the analyzer is the collection's
+    with VectorStore(s.uri, model=lm, collection=s.collection) as s:  # the collection's analyzer
         assert s.analyzer == "chinese"
 
 
@@ -222,7 +274,7 @@ def test_closing_frees_the_database_for_another_process(lm, tmp_path):
     assert done.stdout.strip() == "1", done.stderr[-500:]
 
 
-def test_precomputed_vectors_and_a_fake_model(tmp_path):
+def test_precomputed_vectors_and_a_fake_model(new_store):
     class Fixed:
         def dim(self, pooling="mean"):
             return 4
@@ -233,7 +285,7 @@ def test_precomputed_vectors_and_a_fake_model(tmp_path):
         def encode(self, texts, pooling="mean"):
             return np.tile(np.eye(4, dtype=np.float32)[:1], (len(texts), 1))
 
-    with VectorStore(tmp_path / "f.db", model=Fixed()) as s:
+    with new_store(model=Fixed()) as s:
         vectors = np.eye(4, dtype=np.float32)
         s._insert(["a", "b", "c", "d"], ["x", "y", "z", "w"], [""] * 4, [{}] * 4, vectors)
         assert [h.id for h in s._search_vectors(vectors[2:3], k=1)[0]] == ["c"]

@@ -6,10 +6,11 @@ constructor differs between the two; everything after it is the same code.
 
 A row holds ``id`` (sha256 of source and text, so adding the same text from the same place
 again stores nothing new), ``text`` (analysed for BM25), ``source``, ``metadata`` (a JSON
-object), ``vector`` (the model's unit-length embedding: HNSW index, inner product) and
-``sparse`` (BM25 term weights that Milvus computes from ``text``). The collection's properties
-record the model's fingerprint, the pooling, the dimension and the analyzer; opening the
-collection with another model, pooling or dimension raises :class:`RnnembedError`.
+object), ``vector`` (the model's unit-length embedding: HNSW index, inner product; exact
+search where a server refuses HNSW) and ``sparse`` (BM25 term weights that Milvus computes
+from ``text``). The collection's properties (and description) record the model's fingerprint,
+the pooling, the dimension and the analyzer; opening the collection with another model,
+pooling or dimension raises :class:`RnnembedError`.
 
 Texts longer than 65,535 UTF-8 bytes (Milvus's VARCHAR limit) are stored cut to that length,
 with a logged warning: their id and vector cover the whole text, BM25 and ``Hit.text`` only the
@@ -19,11 +20,12 @@ stored part. Sources are cut the same way at 4,096 bytes.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -63,6 +65,7 @@ MAX_K = 16_384  # Milvus's top-k limit
 # ef 1024, 0.983 at ef 1536, 0.993 at ef 2048; the index's own p99 10, 14 and 16 ms.
 HNSW_BUILD = {"M": 32, "efConstruction": 128}
 HNSW_EF = 1536
+VECTOR_INDEXES = (("HNSW", HNSW_BUILD), ("FLAT", {}), ("AUTOINDEX", {}))  # in order of choice
 HYBRID_CANDIDATES = 50  # hits each of dense and BM25 hand to the fusion
 RRF_K = 60
 BATCH = 512  # texts embedded and rows inserted at a time
@@ -178,12 +181,12 @@ class VectorStore:
         """The collection's analyzer, once its model, pooling and dimension match ours."""
         with _milvus("describe the collection"):
             info = self.client.describe_collection(self.collection)
-        props = info.get("properties") or {}
+        binding = _binding(info)
         dims = [int(f["params"]["dim"]) for f in info["fields"] if f["name"] == "vector"]
         where = f"collection {self.collection!r} in {self.uri}"
-        if PROPERTY + "fingerprint" not in props or not dims:
+        if "fingerprint" not in binding or not dims:
             raise RnnembedError(f"{where} was not made by rnnembed; pass another --collection")
-        built = props.get(PROPERTY + "pooling", "?")
+        built = binding.get("pooling", "?")
         remedy = (
             f"use the model and pooling that built it (pooling {built!r}), pass another "
             "--collection, or rebuild the index (delete the database or drop the collection, "
@@ -194,13 +197,13 @@ class VectorStore:
                 f"{where} holds {dims[0]}-dimensional vectors, but this model with pooling "
                 f"{self.pooling!r} gives {self.dim}-dimensional ones; {remedy}"
             )
-        if props[PROPERTY + "fingerprint"] != self.fingerprint:
+        if binding["fingerprint"] != self.fingerprint:
             raise RnnembedError(
                 f"{where} was built by another model or pooling, or by an earlier rnnembed "
                 f"whose pooling computed other vectors (this is pooling {self.pooling!r}); "
                 f"{remedy}"
             )
-        stored = props.get(PROPERTY + "analyzer", "standard")
+        stored = binding.get("analyzer", "standard")
         if analyzer not in (None, stored):
             raise RnnembedError(
                 f"{where} uses the {stored!r} analyzer, not {analyzer!r}; leave the analyzer "
@@ -209,7 +212,15 @@ class VectorStore:
         return stored
 
     def _create(self, analyzer: str) -> None:
-        schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+        binding = {
+            "fingerprint": self.fingerprint,
+            "pooling": self.pooling,
+            "dim": str(self.dim),
+            "analyzer": analyzer,
+        }
+        schema = self.client.create_schema(
+            auto_id=False, enable_dynamic_field=False, description=json.dumps({"rnnembed": binding})
+        )
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=ID_LENGTH)
         schema.add_field(
             "text",
@@ -230,27 +241,46 @@ class VectorStore:
                 output_field_names=["sparse"],
             )
         )
-        index = self.client.prepare_index_params()
-        index.append(_NestedParamsIndex("vector", "HNSW", "IP", HNSW_BUILD))
-        index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
-        properties = {
-            "fingerprint": self.fingerprint,
-            "pooling": self.pooling,
-            "dim": str(self.dim),
-            "analyzer": analyzer,
-        }
         with _milvus("create the collection"):
             self.client.create_collection(
                 self.collection,
                 schema=schema,
                 consistency_level="Strong",  # a row is searchable as soon as add returns
-                properties={PROPERTY + k: v for k, v in properties.items()},
+                properties={PROPERTY + k: v for k, v in binding.items()},
             )
-            # sync=False: an empty collection's index has nothing to wait for (and waiting
-            # polls every 0.5 s, with a call Milvus Lite does not implement).
-            self.client.create_index(self.collection, index, sync=False)
-            self.client.load_collection(self.collection)
+        try:
+            self._create_indexes()
+            with _milvus("load the collection"):
+                self.client.load_collection(self.collection)
+        except BaseException:
+            # a collection without its indexes could not be loaded or searched: none is left
+            with suppress(MilvusException):
+                self.client.drop_collection(self.collection)
+            raise
         log.info("created collection %r in %s", self.collection, self.uri)
+
+    def _create_indexes(self) -> None:
+        """The vector index: HNSW with our parameters; where a server refuses HNSW (a Milvus
+        Lite 2.x server in "local mode" takes FLAT, IVF_FLAT or AUTOINDEX), exact search (FLAT),
+        right at any size though slower as the collection grows; else the server's AUTOINDEX.
+        Then the inverted index for BM25 on the sparse field."""
+        # sync=False: an empty collection's index has nothing to wait for (and waiting polls
+        # every 0.5 s, with a call Milvus Lite does not implement).
+        for kind, params in VECTOR_INDEXES:
+            vector = self.client.prepare_index_params()
+            vector.append(_NestedParamsIndex("vector", kind, "IP", params))
+            try:
+                self.client.create_index(self.collection, vector, sync=False)
+                break
+            except MilvusException as exc:
+                refusal = exc.message
+                log.warning("%s refused a %s index: %s", self.uri, kind, refusal)
+        else:
+            raise RnnembedError(f"Milvus could not index the vectors: {refusal}")
+        sparse = self.client.prepare_index_params()
+        sparse.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+        with _milvus("index the text for BM25"):
+            self.client.create_index(self.collection, sparse, sync=False)
 
     # -- rows ----------------------------------------------------------------------------------
 
@@ -458,6 +488,21 @@ class _NestedParamsIndex(IndexParam):
 
     def get_index_configs(self) -> dict:
         return {**super().get_index_configs(), "params": self.build_params}
+
+
+def _binding(info: dict) -> dict:
+    """What a collection recorded of the model that built it ({} if rnnembed did not make it):
+    its properties, or where a server keeps none (a Milvus Lite 2.x server), the same record as
+    JSON in its description (which Milvus Lite 3 in turn does not keep)."""
+    props = info.get("properties") or {}
+    found = {k.removeprefix(PROPERTY): v for k, v in props.items() if k.startswith(PROPERTY)}
+    if found:
+        return found
+    try:
+        recorded = json.loads(info.get("description") or "{}").get("rnnembed")
+    except (ValueError, AttributeError):  # a description that is not our JSON object
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
 
 
 def _hit(raw: dict, score: float) -> Hit:
