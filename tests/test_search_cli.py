@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -110,11 +111,16 @@ def test_search_in_every_mode(capsys, model, db):
     assert hits and all("a.txt:" in h["source"] for h in hits)
 
 
-def test_search_prints_a_table(capsys, monkeypatch, model, db):
-    monkeypatch.setattr(cli.console, "width", 200)
-    code, out, _ = run(capsys, "search", model, "plumber bank", "--db", db, "--mode", "bm25")
-    assert code == 0
-    assert "score" in out and "source" in out and "b.md:2" in out and "plumber" in out
+def test_search_prints_a_table_that_fits_the_terminal(capsys, monkeypatch, model, db):
+    monkeypatch.setattr(cli.console, "width", 80)
+    query = ["search", model, "plumber bank", "--db", db, "--mode", "bm25", "-k", "1"]
+    code, out, _ = run(capsys, *query)
+    assert code == 0 and max(len(line) for line in out.splitlines()) <= 80
+    header, *rows = [re.split("[┃│]", line)[1:-1] for line in out.splitlines() if line[0] in "┃│"]
+    assert [cell.strip() for cell in header] == ["#", "score", "source", "text"]
+    rank, score, source = ("".join(row[i].strip() for row in rows) for i in range(3))
+    assert rank == "1" and float(score) > 0 and source.endswith("notes/b.md:2")  # folded
+    assert " ".join(row[3].strip() for row in rows).strip() == "Call the plumber. Then the bank."
 
 
 def test_embed_writes_one_vector_per_line(capsys, model, corpus, tmp_path):

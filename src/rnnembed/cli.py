@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Column as TableColumn
 from rich.table import Table
 
 from rnnembed.errors import RnnembedError
@@ -359,6 +360,7 @@ Token = Annotated[
     str, typer.Option(envvar="MILVUS_TOKEN", help="Milvus server token (user:password or key).")
 ]
 INDEX_BATCH = 256  # chunks per VectorStore.add while indexing
+HIT_CHARS = 200  # of a hit's text shown in a table
 
 
 @app.command()
@@ -463,8 +465,6 @@ def search(
     as_json: AsJson = False,
 ) -> None:
     """Search an index: the best-matching chunks with their scores and sources."""
-    from rich.table import Column
-
     from rnnembed.language_model import LanguageModel
     from rnnembed.store import VectorStore
 
@@ -479,16 +479,26 @@ def search(
     if not hits:
         console.print("no hits", highlight=False)
         return
+    console.print(_hits_table(hits), highlight=False)
+
+
+def _hits_table(hits: list, title: str | None = None) -> Table:
+    """Rank, score, source and the start of the text of each hit, the text wrapped: the table
+    fills the terminal, a quarter of the flexible width for sources, three for texts."""
     table = Table(
         "#",
         "score",
-        Column("source", overflow="fold"),
-        Column("text", overflow="ellipsis", no_wrap=True, ratio=1),
+        TableColumn("source", overflow="fold", ratio=1),
+        TableColumn("text", ratio=3),
+        title=title,
+        title_justify="left",
+        expand=True,
     )
     for rank, hit in enumerate(hits, 1):
         text = " ".join(hit.text.split())
-        table.add_row(str(rank), f"{hit.score:.4f}", hit.source, text[:300])
-    console.print(table, highlight=False)
+        text = text if len(text) <= HIT_CHARS else text[: HIT_CHARS - 1] + "…"
+        table.add_row(str(rank), f"{hit.score:.4f}", hit.source, text)
+    return table
 
 
 @app.command()
@@ -508,11 +518,7 @@ def quickstart(
     console.print(f"[bold]held-out perplexity[/] {result.perplexity:.1f}")
     console.print(f"[bold]sample[/] {result.sample}", highlight=False)
     for query, mode, hits in result.searches:
-        table = Table("score", "source", "text", title=f"{query!r} ({mode})", title_justify="left")
-        for hit in hits:
-            text = " ".join(hit.text.split())[:160]
-            table.add_row(f"{hit.score:.3f}", Path(hit.source).name, text)
-        console.print(table, highlight=False)
+        console.print(_hits_table(hits, f"{query!r} ({mode})"), highlight=False)
     model, db = result.folder / "model", result.folder / "index.db"
     console.print(
         "\n[bold]Now with your own files:[/]\n"
