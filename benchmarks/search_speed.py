@@ -80,16 +80,20 @@ def lite_collection(store: VectorStore):
     return db.get_collection(store.collection)
 
 
-def wait_for_index(store: VectorStore) -> None:
-    """Until the vector index covers every flushed row: Milvus Lite builds segment indexes in a
-    background thread, a server in its index nodes."""
+def wait_for_index(store: VectorStore, rows: int, timeout_s: float = 1800) -> None:
+    """Until the vector index covers all ``rows``: Milvus Lite builds segment indexes in a
+    background thread, a server in its index nodes. A FLAT index has nothing to build (and a
+    Milvus Lite 2.x server reports no indexed rows for it)."""
     if store._lite_path is not None:
         lite_collection(store)._wait_for_bg()
         return
+    deadline = time.monotonic() + timeout_s
     while True:
         index = store.client.describe_index(store.collection, "vector")
-        if index["pending_index_rows"] == 0 and index["indexed_rows"] >= index["total_rows"]:
+        if index["index_type"] == "FLAT" or index["indexed_rows"] >= rows:
             return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the index covers {index['indexed_rows']} of {rows} rows")
         time.sleep(0.2)
 
 
@@ -117,6 +121,7 @@ def percentiles(ms: np.ndarray | None, prefix: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--uri", help="a Milvus server (default: a new Milvus Lite database)")
+    parser.add_argument("--token", default="", help="the server's token (user:password or key)")
     parser.add_argument("--n", type=int, default=100_000, help="vectors to index")
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--queries", type=int, default=1_000)
@@ -129,7 +134,8 @@ def main() -> None:
     queries = unit_vectors(rng, args.queries, args.dim)
     with tempfile.TemporaryDirectory() as tmp:
         uri, collection = args.uri or Path(tmp) / "bench.db", f"bench_{os.getpid()}"
-        with VectorStore(uri, model=RandomVectors(args.dim), collection=collection) as store:
+        model = RandomVectors(args.dim)
+        with VectorStore(uri, model=model, collection=collection, token=args.token) as store:
             try:
                 result = measure(store, data, queries, args.batch)
             finally:
@@ -172,7 +178,7 @@ def measure(store: VectorStore, data: np.ndarray, queries: np.ndarray, batch: in
         )
     store.client.flush(store.collection)
     inserted = time.perf_counter() - start
-    wait_for_index(store)
+    wait_for_index(store, len(data))
     indexed = time.perf_counter() - start
     index = store.client.describe_index(store.collection, "vector")
 
@@ -190,7 +196,10 @@ def measure(store: VectorStore, data: np.ndarray, queries: np.ndarray, batch: in
     batched = time.perf_counter() - begin
     ms = np.array(latencies) * 1000
     return {
-        "index": {**{k: v for k, v in index.items() if k not in PROGRESS}, "ef": HNSW_EF},
+        "index": {
+            **{k: v for k, v in index.items() if k not in PROGRESS},
+            **({"ef": HNSW_EF} if index["index_type"] == "HNSW" else {}),
+        },
         "segments": [
             {"rows": s.num_rows, "index": type(s.indexes.get("vector")).__name__}
             for s in lite_collection(store)._segments_snapshot()

@@ -68,32 +68,35 @@ def milvus_server(tmp_path_factory):
     binary = os.environ.get("RNNEMBED_TEST_MILVUS_BIN")
     if not binary:
         pytest.skip("RNNEMBED_TEST_MILVUS_BIN is not set: no Milvus server to test against")
+    if not os.access(binary, os.X_OK):
+        pytest.fail(f"RNNEMBED_TEST_MILVUS_BIN={binary} is not an executable file")
     folder = tmp_path_factory.mktemp("milvus-server")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    log = (folder / "server.log").open("wb")
-    process = subprocess.Popen(
-        [binary, str(folder / "server.db"), f"127.0.0.1:{port}", "ERROR"],
-        cwd=folder,
-        env={**os.environ, "LD_LIBRARY_PATH": str(Path(binary).parent)},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 60
-    while process.poll() is None and time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        process.kill()
-        pytest.fail(f"the Milvus server did not start: {(folder / 'server.log').read_text()}")
-    yield f"http://127.0.0.1:{port}"
-    process.terminate()
+    with (folder / "server.log").open("wb") as log:
+        process = subprocess.Popen(
+            [binary, str(folder / "server.db"), f"127.0.0.1:{port}", "ERROR"],
+            cwd=folder,
+            env={**os.environ, "LD_LIBRARY_PATH": str(Path(binary).parent)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+        deadline = time.monotonic() + 60
+        while process.poll() is None and time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            pytest.fail(f"the Milvus server did not start: {(folder / 'server.log').read_text()}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -15,7 +15,7 @@ from pymilvus import MilvusClient, MilvusException
 from rnnembed.chunking import read_chunks
 from rnnembed.errors import RnnembedError
 from rnnembed.language_model import LanguageModel
-from rnnembed.store import HNSW_BUILD, MAX_TEXT_BYTES, Hit, VectorStore, row_id
+from rnnembed.store import HNSW_BUILD, MAX_TEXT_BYTES, Hit, VectorStore, _binding, row_id
 
 BACKENDS = ["milvus-lite", "milvus-server"]
 
@@ -107,19 +107,54 @@ def test_the_hnsw_index_is_built_with_our_parameters(store, backend):
     assert described["index_type"] == "HNSW" and described["params"] == HNSW_BUILD
 
 
-def test_a_collection_whose_index_fails_is_not_left_behind(lm, backend, monkeypatch):
-    def refuse(*args, **kwargs):
-        raise MilvusException(message="no index for you")
+def test_a_collection_left_without_indexes_gets_them_when_opened(lm, backend, monkeypatch):
+    def lost(*args, **kwargs):
+        raise MilvusException(message="the server went away")
 
     uri, collection = backend[1]()
-    monkeypatch.setattr(MilvusClient, "create_index", refuse)
-    with pytest.raises(RnnembedError, match="could not index the vectors: no index for you"):
-        VectorStore(uri, model=lm, collection=collection)
+    monkeypatch.setattr(MilvusClient, "create_index", lost)
+    with pytest.raises(RnnembedError, match="could not index the vectors: the server went away"):
+        VectorStore(uri, model=lm, collection=collection)  # made the collection, not its indexes
     monkeypatch.undo()
-    with pytest.raises(RnnembedError, match=f"no collection '{collection}'"):
-        VectorStore(uri, model=lm, collection=collection, create=False)
-    with VectorStore(uri, model=lm, collection=collection) as s:  # and it can be made anew
-        assert s.add(["a line"]) and s.count() == 1
+    with VectorStore(uri, model=lm, collection=collection, create=False) as s:
+        assert s.add(["a line about zebras", "another line"]) and s.count() == 2
+        for mode in ("dense", "bm25", "hybrid"):
+            assert s.search("a line about zebras", k=1, mode=mode)[0].text == "a line about zebras"
+
+
+def test_an_index_type_the_server_refuses_falls_back_to_exact_search(
+    lm, backend, monkeypatch, caplog
+):
+    create_index = MilvusClient.create_index
+
+    def without_hnsw(self, collection_name, index_params, **kwargs):
+        if any(index.index_type == "HNSW" for index in index_params):
+            raise MilvusException(message="invalid index type: HNSW")
+        return create_index(self, collection_name, index_params, **kwargs)
+
+    monkeypatch.setattr(MilvusClient, "create_index", without_hnsw)
+    uri, collection = backend[1]()
+    with VectorStore(uri, model=lm, collection=collection) as s:
+        assert s.client.describe_index(collection, "vector")["index_type"] == "FLAT"
+        s.add(["exact search still finds this"])
+        assert s.search("exact search still finds this", k=1)[0].score == pytest.approx(1, abs=1e-4)
+    assert "refused a HNSW index: invalid index type: HNSW" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("properties", "description", "binding"),
+    [
+        ({"rnnembed.fingerprint": "f", "rnnembed.dim": "8"}, "", {"fingerprint": "f", "dim": "8"}),
+        ({}, '{"rnnembed": {"fingerprint": "f"}}', {"fingerprint": "f"}),  # a 2.x server
+        ({"rnnembed.fingerprint": "p"}, '{"rnnembed": {"fingerprint": "d"}}', {"fingerprint": "p"}),
+        ({"other.key": "x"}, "someone else's collection", {}),
+        ({}, '["rnnembed"]', {}),
+        ({}, '{"rnnembed": "not a record"}', {}),
+        ({}, None, {}),
+    ],
+)
+def test_the_binding_is_read_from_properties_or_the_description(properties, description, binding):
+    assert _binding({"properties": properties, "description": description}) == binding
 
 
 def test_count_and_delete(lm, new_store):

@@ -4,13 +4,13 @@ A URI ending in ``.db`` opens a Milvus Lite 3 database (a folder) inside this pr
 ``http(s)://host:19530`` (with ``token``) reaches a Milvus server or cluster. Only the client's
 constructor differs between the two; everything after it is the same code.
 
-A row holds ``id`` (sha256 of source and text, so adding the same text from the same place
-again stores nothing new), ``text`` (analysed for BM25), ``source``, ``metadata`` (a JSON
-object), ``vector`` (the model's unit-length embedding: HNSW index, inner product; exact
-search where a server refuses HNSW) and ``sparse`` (BM25 term weights that Milvus computes
+A row holds ``id`` (sha256 of source and text, so adding the same text from the same place again
+stores nothing new), ``text`` (analysed for BM25), ``source``, ``metadata`` (a JSON object),
+``vector`` (the model's unit-length embedding: HNSW index, inner product; exact search, else
+AUTOINDEX, where a server refuses HNSW) and ``sparse`` (BM25 term weights that Milvus computes
 from ``text``). The collection's properties (and description) record the model's fingerprint,
-the pooling, the dimension and the analyzer; opening the collection with another model,
-pooling or dimension raises :class:`RnnembedError`.
+the pooling, the dimension and the analyzer; opening the collection with another model, pooling
+or dimension raises :class:`RnnembedError`.
 
 Texts longer than 65,535 UTF-8 bytes (Milvus's VARCHAR limit) are stored cut to that length,
 with a logged warning: their id and vector cover the whole text, BM25 and ``Hit.text`` only the
@@ -25,7 +25,7 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -163,18 +163,21 @@ class VectorStore:
             exists = self.client.has_collection(self.collection)
         if exists:
             analyzer = self._check(analyzer)
-            with _milvus("load the collection"):
-                self.client.load_collection(self.collection)
-            return analyzer
-        if not create:
+        elif create:
+            analyzer = analyzer or "standard"
+            self._create(analyzer)
+        else:
             with _milvus("list the collections"):
                 names = ", ".join(self.client.list_collections()) or "none"
             raise RnnembedError(
                 f"{self.uri} has no collection {self.collection!r} (it has: {names}); index "
                 "files into it first (rnnembed index), or pass the right --collection"
             )
-        analyzer = analyzer or "standard"
-        self._create(analyzer)
+        # Indexes are made after the collection, so one whose maker stopped between the two
+        # gets them here.
+        self._create_missing_indexes()
+        with _milvus("load the collection"):
+            self.client.load_collection(self.collection)
         return analyzer
 
     def _check(self, analyzer: str | None) -> str:
@@ -248,39 +251,48 @@ class VectorStore:
                 consistency_level="Strong",  # a row is searchable as soon as add returns
                 properties={PROPERTY + k: v for k, v in binding.items()},
             )
-        try:
-            self._create_indexes()
-            with _milvus("load the collection"):
-                self.client.load_collection(self.collection)
-        except BaseException:
-            # a collection without its indexes could not be loaded or searched: none is left
-            with suppress(MilvusException):
-                self.client.drop_collection(self.collection)
-            raise
         log.info("created collection %r in %s", self.collection, self.uri)
 
-    def _create_indexes(self) -> None:
-        """The vector index: HNSW with our parameters; where a server refuses HNSW (a Milvus
-        Lite 2.x server in "local mode" takes FLAT, IVF_FLAT or AUTOINDEX), exact search (FLAT),
+    def _create_missing_indexes(self) -> None:
+        """Index each field that has no index yet: ``vector`` (:meth:`_index_vectors`) and
+        ``sparse`` (an inverted index for BM25)."""
+        with _milvus("list the indexes"):
+            missing = [
+                f
+                for f in ("vector", "sparse")
+                if not self.client.list_indexes(self.collection, field_name=f)
+            ]
+        if "vector" in missing:
+            self._index_vectors()
+        if "sparse" in missing:
+            sparse = self.client.prepare_index_params()
+            sparse.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+            with _milvus("index the text for BM25"):
+                self.client.create_index(self.collection, sparse, sync=False)
+
+    def _index_vectors(self) -> None:
+        """HNSW with our parameters; where a server refuses that index type (a Milvus Lite 2.x
+        server in "local mode" takes only FLAT, IVF_FLAT or AUTOINDEX), exact search (FLAT),
         right at any size though slower as the collection grows; else the server's AUTOINDEX.
-        Then the inverted index for BM25 on the sparse field."""
-        # sync=False: an empty collection's index has nothing to wait for (and waiting polls
-        # every 0.5 s, with a call Milvus Lite does not implement).
+        Any other error is raised, not taken for a refusal."""
+        refusals = []
         for kind, params in VECTOR_INDEXES:
-            vector = self.client.prepare_index_params()
-            vector.append(_NestedParamsIndex("vector", kind, "IP", params))
+            index = self.client.prepare_index_params()
+            index.append(_NestedParamsIndex("vector", kind, "IP", params))
             try:
-                self.client.create_index(self.collection, vector, sync=False)
-                break
+                # sync=False: the build goes on in the background (and waiting polls every
+                # 0.5 s, with a call Milvus Lite does not implement).
+                self.client.create_index(self.collection, index, sync=False)
+                return
             except MilvusException as exc:
-                refusal = exc.message
-                log.warning("%s refused a %s index: %s", self.uri, kind, refusal)
-        else:
-            raise RnnembedError(f"Milvus could not index the vectors: {refusal}")
-        sparse = self.client.prepare_index_params()
-        sparse.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
-        with _milvus("index the text for BM25"):
-            self.client.create_index(self.collection, sparse, sync=False)
+                if "index type" not in exc.message.lower():
+                    message = f"Milvus could not index the vectors: {exc.message}"
+                    raise RnnembedError(message) from exc
+                refusals.append(f"{kind} ({exc.message})")
+                log.warning("%s refused a %s index: %s", self.uri, kind, exc.message)
+        raise RnnembedError(
+            f"{self.uri} refused every index type the store can use: {'; '.join(refusals)}"
+        )
 
     # -- rows ----------------------------------------------------------------------------------
 
