@@ -283,13 +283,20 @@ class VectorStore:
                 # sync=False: the build goes on in the background (and waiting polls every
                 # 0.5 s, with a call Milvus Lite does not implement).
                 self.client.create_index(self.collection, index, sync=False)
-                return
             except MilvusException as exc:
                 if "index type" not in exc.message.lower():
                     message = f"Milvus could not index the vectors: {exc.message}"
                     raise RnnembedError(message) from exc
                 refusals.append(f"{kind} ({exc.message})")
-                log.warning("%s refused a %s index: %s", self.uri, kind, exc.message)
+                continue
+            if refusals:
+                log.warning(
+                    "%s refused %s; the vectors are indexed with %s instead",
+                    self.uri,
+                    "; ".join(refusals),
+                    "exact search (FLAT)" if kind == "FLAT" else kind,
+                )
+            return
         raise RnnembedError(
             f"{self.uri} refused every index type the store can use: {'; '.join(refusals)}"
         )
