@@ -483,13 +483,13 @@ def search(
 
 
 def _hits_table(hits: list, title: str | None = None) -> Table:
-    """Rank, score, source and the start of the text of each hit, the text wrapped: the table
-    fills the terminal, a quarter of the flexible width for sources, three for texts."""
+    """Rank, score, source and the start of the text of each hit: the table fills the
+    terminal, a source takes up to a third of it (folded beyond), the text the rest, wrapped."""
     table = Table(
         "#",
         "score",
-        TableColumn("source", overflow="fold", ratio=1),
-        TableColumn("text", ratio=3),
+        TableColumn("source", overflow="fold", max_width=console.width // 3),
+        TableColumn("text", ratio=1),
         title=title,
         title_justify="left",
         expand=True,
