@@ -46,9 +46,11 @@ from rnnembed.errors import RnnembedError
 
 log = logging.getLogger(__name__)
 # Every Milvus error reaches the caller as an RnnembedError carrying Milvus's message; without
-# this, pymilvus would also log each one, traceback included, on stderr. (Set after importing
-# pymilvus, whose logging setup resets its child loggers.)
+# this, pymilvus would also log each one, traceback included, on stderr (and a failed reconnect
+# to a server that went away). (Set after importing pymilvus, whose logging setup resets its
+# child loggers.)
 logging.getLogger("pymilvus.decorators").setLevel(logging.CRITICAL)
+logging.getLogger("pymilvus.client.connection_manager").setLevel(logging.CRITICAL)
 
 DEFAULT_URI = "./rnnembed.db"
 MODES = ("dense", "bm25", "hybrid")
