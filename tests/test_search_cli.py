@@ -1,5 +1,6 @@
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -57,22 +58,41 @@ def test_help_lists_the_search_commands(capsys):
 
 
 @pytest.mark.parametrize("backend", ["milvus-lite", "milvus-server"])
-def test_index_then_index_again_adds_nothing(capsys, request, model, corpus, tmp_path, backend):
+def test_indexing_again_adds_nothing_and_prune_drops_what_the_files_no_longer_hold(
+    capsys, request, model, corpus, tmp_path, backend
+):
+    files = tmp_path / "files"
+    shutil.copytree(corpus, files)
     if backend == "milvus-lite":
         where = ["--db", tmp_path / "again.db"]
     else:  # a Milvus server by URI: the same commands, each process opening it anew
         where = ["--db", request.getfixturevalue("milvus_server"), "--collection", "again"]
-    lines = len(list(read_chunks([corpus])))
-    code, out, err = run(capsys, "index", model, corpus, *where, "--json")
-    assert code == 0 and "Traceback" not in err, err
-    summary = json.loads(out)
+
+    def index(*options):
+        code, out, err = run(capsys, "index", model, files, *where, "--json", *options)
+        assert code == 0 and "Traceback" not in err, err
+        return json.loads(out)
+
+    lines = len(list(read_chunks([files])))
+    summary = index()
     assert summary["chunks"] == summary["added"] == summary["rows"] == lines == 123
-    assert summary["already_present"] == 0
-    code, out, _ = run(capsys, "index", model, corpus, *where, "--json")
-    summary = json.loads(out)
-    assert code == 0 and summary["added"] == 0 and summary["already_present"] == lines
+    assert summary["already_present"] == 0 and "removed" not in summary
+    summary = index("--prune")
+    assert summary["added"] == summary["removed"] == 0 and summary["already_present"] == lines
     hits = search(capsys, model, where[1], "zeppelin", "--mode", "bm25", *where[2:])
     assert [h["text"] for h in hits] == ["Remember the zeppelin tickets."]
+
+    a = files / "docs" / "a.txt"
+    text = a.read_text(encoding="utf-8").splitlines()
+    a.write_text("\n".join(["A new first line about walruses.", *text[1:]]) + "\n", "utf-8")
+    (files / "notes" / "b.md").write_text("", encoding="utf-8")  # emptied: its 3 chunks go
+    summary = index()  # without --prune, the old chunks stay
+    assert (summary["added"], summary["rows"]) == (1, lines + 1)
+    summary = index("--prune")
+    assert (summary["added"], summary["removed"], summary["rows"]) == (0, 4, lines - 3)
+    assert search(capsys, model, where[1], "zeppelin", "--mode", "bm25", *where[2:]) == []
+    hits = search(capsys, model, where[1], "walruses", "--mode", "bm25", *where[2:])
+    assert [h["text"] for h in hits] == ["A new first line about walruses."]
 
 
 def test_index_prints_a_readable_summary(capsys, model, corpus, db):

@@ -167,6 +167,14 @@ def test_count_and_delete(lm, new_store):
         assert [h.text for h in s.search("two lines", k=5)] == ["three lines"]
 
 
+def test_ids_from_a_file_are_its_rows_only(lm, new_store):
+    sources = ["a_b.txt:1", "axb.txt:1", "a_b.txt.bak:3", "a_b.txt", 'we"ird\\name:2', "a_b.txt:20"]
+    with new_store(model=lm) as s:
+        ids = s.add([f"text {i}" for i in range(len(sources))], sources=sources)
+        assert s.ids_from("a_b.txt") == {ids[0], ids[3], ids[5]}  # _ and % are LIKE wildcards
+        assert s.ids_from('we"ird\\name') == {ids[4]} and s.ids_from("none.txt") == set()
+
+
 def test_dense_search_finds_a_stored_text_from_its_exact_wording(store, chunks):
     for text, source in chunks[10:15]:
         hit = store.search(text, k=3)[0]

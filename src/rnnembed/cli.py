@@ -414,12 +414,20 @@ def index(
     encoding: Encoding = "utf-8",
     field: Field = "text",
     column: Column = "text",
+    prune: Annotated[
+        bool,
+        typer.Option(
+            help="Also delete the chunks stored earlier from these files that they no longer "
+            "hold (edited lines, emptied files, another --chunk): one lookup per file."
+        ),
+    ] = False,
     as_json: AsJson = False,
     quiet: Quiet = False,
 ) -> None:
     """Embed the inputs' chunks and store them in Milvus for search; chunks already stored are
     skipped, so indexing the same files again adds nothing."""
     from rnnembed.chunking import read_chunks
+    from rnnembed.corpus import corpus_files
     from rnnembed.language_model import LanguageModel
     from rnnembed.progress import IndexProgress
     from rnnembed.store import VectorStore
@@ -431,20 +439,18 @@ def index(
     options = {"collection": collection, "pooling": pooling, "analyzer": analyzer, "token": token}
     with VectorStore(db, model=lm, **options) as store:
         before = store.count()
+        current: set[str] = set()
         with IndexProgress(len(chunks), quiet or as_json) as progress:
             for start in range(0, len(chunks), INDEX_BATCH):
                 part = chunks[start : start + INDEX_BATCH]
-                store.add([c.text for c in part], sources=[c.source for c in part])
+                current.update(store.add([c.text for c in part], sources=[c.source for c in part]))
                 progress.advance(len(part))
-        rows = store.count()
-    summary = {
-        "chunks": len(chunks),
-        "added": rows - before,
-        "already_present": len(chunks) - (rows - before),
-        "rows": rows,
-        "collection": collection,
-        "db": db,
-    }
+        added = store.count() - before
+        summary = {"chunks": len(chunks), "added": added, "already_present": len(chunks) - added}
+        if prune:
+            stored = set().union(*(store.ids_from(str(f)) for f in corpus_files(inputs)))
+            summary["removed"] = store.delete(sorted(stored - current))
+        summary.update(rows=store.count(), collection=collection, db=db)
     _print_result(summary, as_json)
 
 

@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 # child loggers.)
 logging.getLogger("pymilvus.decorators").setLevel(logging.CRITICAL)
 logging.getLogger("pymilvus.client.connection_manager").setLevel(logging.CRITICAL)
+# A query iterator warns on every call that a Milvus Lite 2.x server has no MVCC timestamp.
+logging.getLogger("pymilvus.client.iterator.query_iterator").setLevel(logging.ERROR)
 
 DEFAULT_URI = "./rnnembed.db"
 MODES = ("dense", "bm25", "hybrid")
@@ -398,6 +400,27 @@ class VectorStore:
         with _milvus("count rows"):
             rows = self.client.query(self.collection, filter="", output_fields=["count(*)"])
         return int(rows[0]["count(*)"])
+
+    def ids_from(self, path: str) -> set[str]:
+        """The ids of the rows whose source is the file ``path`` or a place in it
+        (``path:line``)."""
+        # LIKE treats % and _ as wildcards, so it only narrows; the exact test is ours.
+        expression = f"source like {json.dumps(path + '%')}"
+        found: set[str] = set()
+        with _milvus("look up sources"):
+            rows = self.client.query_iterator(
+                self.collection, batch_size=ID_BATCH, filter=expression, output_fields=["source"]
+            )
+            try:
+                while batch := rows.next():
+                    found.update(
+                        row["id"]
+                        for row in batch
+                        if row["source"] == path or row["source"].startswith(path + ":")
+                    )
+            finally:
+                rows.close()
+        return found
 
     def delete(self, ids: Sequence[str]) -> int:
         """Delete the rows with these ids; return how many there were."""
