@@ -85,7 +85,7 @@ def test_indexing_again_adds_nothing_and_prune_drops_what_the_files_no_longer_ho
     a = files / "docs" / "a.txt"
     text = a.read_text(encoding="utf-8").splitlines()
     a.write_text("\n".join(["A new first line about walruses.", *text[1:]]) + "\n", "utf-8")
-    (files / "notes" / "b.md").write_text("", encoding="utf-8")  # emptied: its 3 chunks go
+    (files / "notes" / "b.md").unlink()  # deleted from the folder: its 3 chunks go
     summary = index()  # without --prune, the old chunks stay
     assert (summary["added"], summary["rows"]) == (1, lines + 1)
     summary = index("--prune")

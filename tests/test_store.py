@@ -167,12 +167,24 @@ def test_count_and_delete(lm, new_store):
         assert [h.text for h in s.search("two lines", k=5)] == ["three lines"]
 
 
-def test_ids_from_a_file_are_its_rows_only(lm, new_store):
-    sources = ["a_b.txt:1", "axb.txt:1", "a_b.txt.bak:3", "a_b.txt", 'we"ird\\name:2', "a_b.txt:20"]
+def test_the_sources_in_a_file_or_folder_are_its_rows_only(lm, new_store):
+    sources = [
+        "d/a_b.txt:1",
+        "d/axb.txt:1",  # _ is a LIKE wildcard
+        "d/a_b.txt.bak:3",
+        "d/a_b.txt",
+        "d/a_b.txt:9.txt:2",  # another file, named "a_b.txt:9.txt"
+        "d/a_b.txt:20",
+        'd/we"ird\\café 中文:2',
+        "dd/a_b.txt:1",
+    ]
     with new_store(model=lm) as s:
         ids = s.add([f"text {i}" for i in range(len(sources))], sources=sources)
-        assert s.ids_from("a_b.txt") == {ids[0], ids[3], ids[5]}  # _ and % are LIKE wildcards
-        assert s.ids_from('we"ird\\name') == {ids[4]} and s.ids_from("none.txt") == set()
+        by_id = dict(zip(ids, sources, strict=True))
+        assert s.sources_in("d/a_b.txt") == {i: by_id[i] for i in (ids[0], ids[3], ids[5])}
+        assert set(s.sources_in('d/we"ird\\café 中文')) == {ids[6]}
+        assert s.sources_in("d") == {i: by_id[i] for i in ids[:7]}  # a folder: all under it
+        assert s.sources_in("none.txt") == {}
 
 
 def test_dense_search_finds_a_stored_text_from_its_exact_wording(store, chunks):

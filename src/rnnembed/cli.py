@@ -417,8 +417,10 @@ def index(
     prune: Annotated[
         bool,
         typer.Option(
-            help="Also delete the chunks stored earlier from these files that they no longer "
-            "hold (edited lines, emptied files, another --chunk): one lookup per file."
+            help="Also delete the chunks stored earlier from these inputs that they no longer "
+            "hold (edited lines, another --chunk, --field or --column, files deleted from an "
+            "input folder); sources are matched as written, so give the same paths from the "
+            "same folder. One lookup per input."
         ),
     ] = False,
     as_json: AsJson = False,
@@ -435,7 +437,8 @@ def index(
     _setup_logging(quiet or as_json)
     lm = LanguageModel.load(model)
     read = {"encoding": encoding, "field": field, "column": column}
-    chunks = list(read_chunks(inputs, chunk, **read))
+    files = corpus_files(inputs)  # listed once: pruning compares with what was read
+    chunks = list(read_chunks(files, chunk, **read))
     options = {"collection": collection, "pooling": pooling, "analyzer": analyzer, "token": token}
     with VectorStore(db, model=lm, **options) as store:
         before = store.count()
@@ -448,10 +451,23 @@ def index(
         added = store.count() - before
         summary = {"chunks": len(chunks), "added": added, "already_present": len(chunks) - added}
         if prune:
-            stored = set().union(*(store.ids_from(str(f)) for f in corpus_files(inputs)))
-            summary["removed"] = store.delete(sorted(stored - current))
+            summary["removed"] = store.delete(_stale_ids(store, inputs, files, current))
         summary.update(rows=store.count(), collection=collection, db=db)
     _print_result(summary, as_json)
+
+
+def _stale_ids(store, inputs: list[Path], files: list[Path], current: set[str]) -> list[str]:
+    """Ids of rows stored from ``inputs`` that are not among the ``current`` chunks' ids: rows
+    of a file read now, or of a file under an input folder that no longer exists."""
+    read = {str(f) for f in files}
+    stale = []
+    for path in inputs:
+        for id_, source in store.sources_in(str(path)).items():
+            file, _, line = source.rpartition(":")
+            file = file if line.isdigit() else source
+            if id_ not in current and (file in read or not Path(file).exists()):
+                stale.append(id_)
+    return stale
 
 
 @app.command()

@@ -22,9 +22,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import threading
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -74,6 +75,7 @@ HYBRID_CANDIDATES = 50  # hits each of dense and BM25 hand to the fusion
 RRF_K = 60
 BATCH = 512  # texts embedded and rows inserted at a time
 ID_BATCH = 1_000  # ids looked up at a time
+SCAN_BATCH = 16_384  # rows a query iterator returns at a time (Milvus's most)
 OUTPUT_FIELDS = ["text", "source", "metadata"]
 PROPERTY = "rnnembed."
 
@@ -401,28 +403,26 @@ class VectorStore:
             rows = self.client.query(self.collection, filter="", output_fields=["count(*)"])
         return int(rows[0]["count(*)"])
 
-    def ids_from(self, path: str) -> set[str]:
-        """The ids of the rows whose source is the file ``path`` or a place in it
-        (``path:line``)."""
+    def sources_in(self, path: str) -> dict[str, str]:
+        """``{id: source}`` of the rows whose source lies in ``path``: the file itself (``path``
+        or ``path:line``) or, for a folder, any file under it (``path/...``)."""
         # LIKE treats % and _ as wildcards, so it only narrows; the exact test is ours.
-        expression = f"source like {json.dumps(path + '%')}"
-        found: set[str] = set()
+        expression = f"source like {json.dumps(path + '%', ensure_ascii=False)}"
+        found: dict[str, str] = {}
         with _milvus("look up sources"):
             rows = self.client.query_iterator(
-                self.collection, batch_size=ID_BATCH, filter=expression, output_fields=["source"]
+                self.collection, batch_size=SCAN_BATCH, filter=expression, output_fields=["source"]
             )
             try:
                 while batch := rows.next():
                     found.update(
-                        row["id"]
-                        for row in batch
-                        if row["source"] == path or row["source"].startswith(path + ":")
+                        (row["id"], row["source"]) for row in batch if _lies_in(row["source"], path)
                     )
             finally:
                 rows.close()
         return found
 
-    def delete(self, ids: Sequence[str]) -> int:
+    def delete(self, ids: Iterable[str]) -> int:
         """Delete the rows with these ids; return how many there were."""
         if isinstance(ids, str):
             ids = [ids]
@@ -547,6 +547,17 @@ def _binding(info: dict) -> dict:
     except (ValueError, AttributeError):  # a description that is not our JSON object
         return {}
     return recorded if isinstance(recorded, dict) else {}
+
+
+def _lies_in(source: str, path: str) -> bool:
+    """Whether ``source`` ("file:line" or "file") is the file ``path``, a line of it, or a
+    place in a file under the folder ``path``."""
+    if not source.startswith(path):
+        return False
+    rest = source[len(path) :]
+    if rest == "" or (rest[0] == ":" and rest[1:].isdigit()):
+        return True
+    return source.startswith(path.rstrip(os.sep) + os.sep)
 
 
 def _hit(raw: dict, score: float) -> Hit:
