@@ -60,6 +60,13 @@ def lm(tiny_model_folder):
     return LanguageModel.load(tiny_model_folder)
 
 
+def free_port() -> int:
+    """A loopback port that was free a moment ago, for a server process to listen on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def milvus_server(tmp_path_factory):
     """The URI of a Milvus server on a free loopback port: the ``milvus`` server binary of
@@ -71,9 +78,7 @@ def milvus_server(tmp_path_factory):
     if not os.access(binary, os.X_OK):
         pytest.fail(f"RNNEMBED_TEST_MILVUS_BIN={binary} is not an executable file")
     folder = tmp_path_factory.mktemp("milvus-server")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     with (folder / "server.log").open("wb") as log:
         process = subprocess.Popen(
             [binary, str(folder / "server.db"), f"127.0.0.1:{port}", "ERROR"],

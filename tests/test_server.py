@@ -18,6 +18,7 @@ import openai
 import pytest
 import uvicorn
 
+from conftest import free_port
 from rnnembed import cli
 from rnnembed.chunking import read_chunks
 from rnnembed.server import ServerConfig, create_app
@@ -393,9 +394,7 @@ def test_cli_warns_when_listening_beyond_loopback_without_a_key(lm, tmp_path, mo
 
 def test_rnnembed_serve_runs_as_a_command(lm, tmp_path):
     lm.save(tmp_path / "model")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     command = [sys.executable, "-m", "rnnembed", "serve", str(tmp_path / "model"), "--port",
                str(port), "--db", str(tmp_path / "served.db"), "--quiet"]  # fmt: skip
     env = os.environ | {"OMP_NUM_THREADS": "1", "RNNEMBED_API_KEY": KEY}

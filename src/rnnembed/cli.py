@@ -448,23 +448,26 @@ def index(
                 part = chunks[start : start + INDEX_BATCH]
                 current.update(store.add([c.text for c in part], sources=[c.source for c in part]))
                 progress.advance(len(part))
-        added = store.count() - before
-        summary = {"chunks": len(chunks), "added": added, "already_present": len(chunks) - added}
+        rows = store.count()
+        summary = {"chunks": len(chunks), "added": rows - before}
+        summary["already_present"] = len(chunks) - summary["added"]
         if prune:
             summary["removed"] = store.delete(_stale_ids(store, inputs, files, current))
-        summary.update(rows=store.count(), collection=collection, db=db)
+            rows -= summary["removed"]
+        summary.update(rows=rows, collection=collection, db=db)
     _print_result(summary, as_json)
 
 
 def _stale_ids(store, inputs: list[Path], files: list[Path], current: set[str]) -> list[str]:
     """Ids of rows stored from ``inputs`` that are not among the ``current`` chunks' ids: rows
     of a file read now, or of a file under an input folder that no longer exists."""
+    from rnnembed.corpus import source_file
+
     read = {str(f) for f in files}
     stale = []
     for path in inputs:
         for id_, source in store.sources_in(str(path)).items():
-            file, _, line = source.rpartition(":")
-            file = file if line.isdigit() else source
+            file = source_file(source)
             if id_ not in current and (file in read or not Path(file).exists()):
                 stale.append(id_)
     return stale

@@ -36,6 +36,13 @@ class Record:
         return f"{self.path}:{self.line}"
 
 
+def source_file(source: str) -> str:
+    """The file of a source: ``path`` of "path:line" (:attr:`Record.source`); a source with no
+    line number is a file itself."""
+    file, _, line = source.rpartition(":")
+    return file if line.isdigit() else source
+
+
 def corpus_files(paths: Iterable[str | Path]) -> list[Path]:
     """The files behind ``paths``: files as given, folders searched recursively for files
     ending in one of ``CORPUS_SUFFIXES`` (hidden files and folders skipped), in sorted order."""

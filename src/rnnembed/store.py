@@ -43,6 +43,7 @@ from pymilvus import (
 )
 from pymilvus.milvus_client.index import IndexParam
 
+from rnnembed.corpus import source_file
 from rnnembed.errors import RnnembedError
 
 log = logging.getLogger(__name__)
@@ -552,12 +553,8 @@ def _binding(info: dict) -> dict:
 def _lies_in(source: str, path: str) -> bool:
     """Whether ``source`` ("file:line" or "file") is the file ``path``, a line of it, or a
     place in a file under the folder ``path``."""
-    if not source.startswith(path):
-        return False
-    rest = source[len(path) :]
-    if rest == "" or (rest[0] == ":" and rest[1:].isdigit()):
-        return True
-    return source.startswith(path.rstrip(os.sep) + os.sep)
+    file = source_file(source)
+    return file == path or file.startswith(path.rstrip(os.sep) + os.sep)
 
 
 def _hit(raw: dict, score: float) -> Hit:

@@ -142,9 +142,9 @@ def fit(
         for c in C_GRID:
             accuracy = model.set_params(C=c).fit(xw[inner], y[inner]).score(xw[held], y[held])
             if accuracy > best:
-                best, chosen = accuracy, (c, weight)
-    c, weight = chosen
-    model = LogisticRegression(C=c, max_iter=MAX_ITER).fit(features.weighted(x, weight), y)
+                best, chosen = accuracy, (c, weight, xw)
+    c, weight, xw = chosen
+    model = LogisticRegression(C=c, max_iter=MAX_ITER).fit(xw, y)
     choice = {"C": c, **({"dense_weight": weight} if features.hybrid else {})}
     return model, features.weighted(x_test, weight), choice
 
