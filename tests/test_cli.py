@@ -93,3 +93,11 @@ def test_ngram_baseline_from_the_command_line(tmp_path, small_corpus, capsys):
 def test_eval_errors_are_one_clear_line(tmp_path, capsys):
     code, out, err = run(capsys, "eval", str(tmp_path / "no-model"), str(tmp_path / "x.txt"))
     assert code == 1 and "no such model folder" in err and "Traceback" not in err
+
+
+def test_serve_refuses_bad_limits_before_it_starts(tmp_path, capsys):
+    code, out, err = run(capsys, "serve", str(tmp_path), "--max-queue", "0")
+    assert code == 1 and "max_queue must be at least 1, not 0" in err
+    assert "Traceback" not in err + out
+    code, _, err = run(capsys, "serve", str(tmp_path), "--port", "70000")
+    assert code == 2 and "--port" in err

@@ -259,6 +259,8 @@ def test_bad_arguments_are_clear_errors(models):
         lm.encode(["x"], pooling="median")
     with pytest.raises(RnnembedError, match="list of texts"):
         lm.encode("just a string")
+    with pytest.raises(RnnembedError, match="batch_size must be at least 1, not 0"):
+        lm.encode(["x"], batch_size=0)
 
 
 def test_a_bidirectional_model_reads_both_ways(tmp_path, small_corpus, monkeypatch):

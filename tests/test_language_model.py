@@ -51,6 +51,16 @@ def test_generate_is_deterministic_under_a_seed(model_dir):
     assert greedy == lm.generate("The", max_tokens=10, temperature=0, seed=123)
 
 
+@pytest.mark.parametrize(
+    "options",
+    [{"max_tokens": -1}, {"temperature": -0.5}, {"top_k": -3}, {"top_p": 0}, {"top_p": 1.5}],
+)
+def test_generate_refuses_settings_it_cannot_sample_with(model_dir, options):
+    lm = LanguageModel.load(model_dir)
+    with pytest.raises(RnnembedError, match="cannot sample"):
+        lm.generate("The", **{"max_tokens": 5, **options})
+
+
 def test_eval_of_bad_files_is_a_clear_error(model_dir, tmp_path):
     lm = LanguageModel.load(model_dir)
     empty = tmp_path / "empty.txt"

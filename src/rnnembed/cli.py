@@ -571,7 +571,7 @@ def serve(
     ] = None,
     collection: Collection = "default",
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     api_key: Annotated[
         str | None,
         typer.Option(
@@ -615,7 +615,6 @@ def serve(
             highlight=False,
             soft_wrap=True,
         )
-    lm = LanguageModel.load(model)
     config = ServerConfig(
         model_name=model.resolve().name,
         pooling=pooling,
@@ -623,6 +622,7 @@ def serve(
         max_batch_requests=max_batch_requests,
         max_queue=max_queue,
     )
+    lm = LanguageModel.load(model)
     store = None
     if db is not None:
         store = VectorStore(db, model=lm, collection=collection, pooling=pooling, token=token)

@@ -278,6 +278,8 @@ def encode(
     check_pooling(pooling)
     if isinstance(texts, str):
         raise RnnembedError("encode takes a list of texts; wrap a single text in a list")
+    if batch_size < 1:
+        raise RnnembedError(f"batch_size must be at least 1, not {batch_size}")
     _check_stats(lm, pooling)
     eos = lm.tokenizer.eos_id
     token_ids = lm.tokenizer.encode_batch(list(texts))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from rnnembed.errors import RnnembedError
 from rnnembed.model import RecurrentLM
 
 
@@ -36,6 +37,12 @@ def sample(
     seed gives the same ids."""
     if not context:
         raise ValueError("sampling needs at least one context token")
+    if max_tokens < 0 or temperature < 0 or top_k < 0 or not 0 < top_p <= 1:
+        raise RnnembedError(
+            f"cannot sample {max_tokens} tokens at temperature {temperature}, top-k {top_k}, "
+            f"top-p {top_p}: tokens, temperature and top-k must be at least 0 (temperature 0: "
+            "the likeliest token; top-k 0: no cut), top-p above 0 and at most 1"
+        )
     model.eval()
     device = next(model.parameters()).device
     generator = torch.Generator(device="cpu")
@@ -44,7 +51,7 @@ def sample(
     logits, state = out.logits[0, -1].float().cpu(), out.state
     drawn: list[int] = []
     for _ in range(max_tokens):
-        if temperature <= 0:
+        if temperature == 0:
             token = int(logits.argmax())
         else:
             filtered = filter_logits(logits / temperature, top_k, top_p)

@@ -32,6 +32,7 @@ from rnnembed.training import (
     TrainConfig,
     Trainer,
     TrainResult,
+    check_corpus_size,
     choose_defaults,
     load_model_tensors,
     model_config,
@@ -132,8 +133,8 @@ class LanguageModel:
         if valid:
             valid_ids = torch.from_numpy(tok.encode_stream(iter_texts(valid, **read))[0])
         else:
-            held = min(int(len(train_ids) * VALID_FRACTION), VALID_MAX_TOKENS)
-            train_ids, valid_ids = train_ids[:-held], train_ids[-held:]
+            held = max(1, min(int(len(train_ids) * VALID_FRACTION), VALID_MAX_TOKENS))
+            train_ids, valid_ids = train_ids[: len(train_ids) - held], train_ids[-held:]
             log.info("no --valid given: holding out the last %d tokens for validation", held)
         fingerprint = _fingerprint(train_ids, valid_ids)
         if resume and saved.get("data_fingerprint") != fingerprint:
@@ -143,6 +144,7 @@ class LanguageModel:
             )
         if not resume:
             config = choose_defaults(config, tok.kind, tok.vocab_size)
+            check_corpus_size(len(train_ids), config.batch_size)  # before anything is written
             _write_config(out, model_config(config, tok.vocab_size), config, tok, fingerprint)
             tok.save(out / TOKENIZER)
         log.info(

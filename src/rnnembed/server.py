@@ -87,6 +87,11 @@ class ServerConfig:
     max_queue: int = 512  # embedding requests waiting; more get 429
     max_generate_tokens: int = 1_024
 
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if isinstance(value, int) and value < 1:
+                raise RnnembedError(f"{name} must be at least 1, not {value}")
+
 
 class ApiError(Exception):
     """An error answered in OpenAI's shape with this HTTP status."""

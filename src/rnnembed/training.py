@@ -29,6 +29,7 @@ from rnnembed.atomic import atomic_path
 from rnnembed.config import JsonConfig
 from rnnembed.errors import RnnembedError
 from rnnembed.model import (
+    CELLS,
     ModelConfig,
     RecurrentLM,
     State,
@@ -42,6 +43,19 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint/checkpoint.safetensors"
 METRICS = "metrics.jsonl"
+
+
+# TrainConfig's numbers: names -> (test, what it asks); 0 for a shape or lr: chosen for the budget
+RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "layers hidden embedding batch_size bptt lr weight_decay clip patience": (
+        lambda v: v >= 0,
+        "at least 0",
+    ),
+    "minutes epochs checkpoint_minutes": (lambda v: v > 0, "above 0"),
+    "warmup final_lr": (lambda v: 0 <= v <= 1, "from 0 to 1"),
+    "dropout_embedding dropout_hidden dropout_output": (lambda v: 0 <= v < 1, "from 0 to below 1"),
+    "evaluations eval_tokens": (lambda v: v >= 1, "at least 1"),
+}
 
 
 @dataclass
@@ -80,6 +94,26 @@ class TrainConfig(JsonConfig):
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"  # bf16 or fp32 for the training step; auto: bf16 where fast
+
+    def __post_init__(self) -> None:
+        """Refuse a value no run could use, before anything is read or written."""
+        choices = {
+            "cell": CELLS,
+            "nonlinearity": ("tanh", "relu"),
+            "softmax": ("auto", "full", "adaptive"),
+            "optimizer": ("adamw", "sgd"),
+            "precision": ("auto", "bf16", "fp32"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise RnnembedError(
+                    f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(allowed)}"
+                )
+        for names, (allowed, bounds) in RANGES.items():
+            for name in names.split():
+                value = getattr(self, name)
+                if value is not None and not (math.isfinite(value) and allowed(value)):
+                    raise RnnembedError(f"{name} must be {bounds}, not {value}")
 
 
 @dataclass
@@ -213,8 +247,6 @@ def pick_device(name: str) -> torch.device:
 def use_bf16(precision: str, device: torch.device) -> bool:
     """Whether to run the training step in bfloat16 (weights and optimizer stay float32):
     on CUDA with bf16 support, or a CPU with native bf16 dot products (AVX512-BF16, AMX)."""
-    if precision not in ("auto", "bf16", "fp32"):
-        raise RnnembedError(f"unknown precision {precision!r}; choose auto, bf16 or fp32")
     if precision != "auto":
         return precision == "bf16"
     if device.type == "cuda":
@@ -222,14 +254,19 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
-def batchify(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Cut a 1-D stream into ``batch_size`` contiguous rows, dropping the ragged end."""
-    columns = len(ids) // batch_size
-    if columns < 2:
+def check_corpus_size(tokens: int, batch_size: int) -> None:
+    """Each of the ``batch_size`` streams needs at least two tokens (an input and its target)."""
+    if tokens // batch_size < 2:
         raise RnnembedError(
-            f"the corpus has {len(ids)} tokens, too few for a batch of {batch_size} streams; "
+            f"the corpus has {tokens} tokens, too few for a batch of {batch_size} streams; "
             "give more text or a smaller --batch-size"
         )
+
+
+def batchify(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Cut a 1-D stream into ``batch_size`` contiguous rows, dropping the ragged end."""
+    check_corpus_size(len(ids), batch_size)
+    columns = len(ids) // batch_size
     return ids[: columns * batch_size].view(batch_size, columns)
 
 
