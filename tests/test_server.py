@@ -159,6 +159,42 @@ def test_too_many_tokens_in_one_request(lm, url):
     assert "300,000" in assert_openai_error(response, 400, "input")["message"]
 
 
+@pytest.fixture(scope="module")
+def limited(lm, store):
+    """A server whose limits a 3-word text just meets, and that text's token count."""
+    n = len(lm.tokenizer.encode("word " * 3))
+    config = ServerConfig(max_inputs=2, max_input_tokens=n, max_request_tokens=2 * n - 1)
+    with running(create_app(lm, store, config=config)) as u:
+        yield u, n
+
+
+def test_prompts_and_queries_over_the_token_limit_are_refused(limited):
+    url, n = limited
+    assert post(url, "/v1/generate", {"prompt": "word " * 3, "max_tokens": 2}).status_code == 200
+    assert post(url, "/v1/search", {"query": "word " * 3}).status_code == 200
+    response = post(url, "/v1/generate", {"prompt": "word " * 30, "max_tokens": 2})
+    error = assert_openai_error(response, 400, "prompt")
+    assert error["type"] == "invalid_request_error" and f"limit is {n:,}" in error["message"]
+    error = assert_openai_error(post(url, "/v1/search", {"query": "word " * 30}), 400, "query")
+    assert error["message"].startswith("query is ")
+
+
+@pytest.mark.parametrize(
+    "texts, limit",
+    [
+        (["word " * 30], "per input"),
+        (["word " * 3] * 2, "per request"),
+        (["one", "two", "three"], "holds 3 items"),
+    ],
+)
+def test_documents_over_a_limit_are_refused_and_nothing_is_added(limited, store, texts, limit):
+    url, _ = limited
+    before = store.count()
+    error = assert_openai_error(post(url, "/v1/documents", {"texts": texts}), 400, "texts")
+    assert error["type"] == "invalid_request_error" and limit in error["message"]
+    assert store.count() == before
+
+
 def test_malformed_json_and_oversized_bodies(url):
     response = httpx.post(
         f"{url}/v1/embeddings",

@@ -9,13 +9,18 @@ Routes:
   ``float`` (the default) or ``base64`` (little-endian float32 bytes, what the official
   clients ask for); ``dimensions`` must equal the model's dimension if given. ``model`` is
   echoed back as the served model's name (one model per server). ``usage`` counts the
-  model's tokens. Limits (OpenAI's): 2,048 inputs, 8,192 tokens per input, 300,000 per request.
+  model's tokens.
 - ``POST /v1/search`` (``query``, ``k``, ``mode``, ``filter``) and ``POST /v1/documents``
   (``texts``, ``sources``, ``metadata``; idempotent) over the store, if the app has one.
 - ``POST /v1/generate`` (``prompt``, ``max_tokens``, ``temperature``, ``top_k``, ``top_p``,
   ``seed``): text sampled from the language model.
 - ``GET /v1/models`` (OpenAI's list), ``GET /health``, ``GET /metrics`` (Prometheus text) and
   ``GET /``, the search page.
+
+Limits (``ServerConfig``; by default OpenAI's), in the model's tokens, checked before any work
+(400, ``param`` naming the field): 2,048 inputs, 8,192 tokens per input and 300,000 per request
+for the embeddings' ``input`` and the documents' ``texts``; 8,192 tokens for a search ``query``
+and a ``prompt``.
 
 With an ``api_key`` every route but ``/health`` and the page (static HTML that asks for the key
 and sends it with each call) needs ``Authorization: Bearer KEY``. Errors come in OpenAI's shape
@@ -353,8 +358,24 @@ def create_app(
     )
     _add_error_handlers(app)
 
-    def prepare(items: list[str] | list[list[int]]) -> tuple[list[str], list[int]]:
-        """Texts to embed and each one's token count; ApiError if over a limit."""
+    def check_count(items: Sequence[object], param: str) -> None:
+        """ApiError if ``items`` (the field ``param``) holds more than ``max_inputs``."""
+        if len(items) > config.max_inputs:
+            raise ApiError(
+                400,
+                f"{param} holds {len(items):,} items; the limit is {config.max_inputs:,} per "
+                "request",
+                param=param,
+            )
+
+    def prepare(
+        items: str | list[str] | list[list[int]], param: str = "input"
+    ) -> tuple[list[str], list[int]]:
+        """Texts and each one's token count of the field ``param`` (one text, or a list of texts
+        or token ids); ApiError if over a token limit. Runs the tokenizer: call it off the loop."""
+        single = isinstance(items, str)
+        if single:
+            items = [items]
         texts: list[str] = []
         for i, item in enumerate(items):
             if isinstance(item, str):
@@ -364,10 +385,10 @@ def create_app(
             if bad is not None:
                 raise ApiError(
                     400,
-                    f"input[{i}] holds token id {bad}, outside this model's vocabulary of "
+                    f"{param}[{i}] holds token id {bad}, outside this model's vocabulary of "
                     f"{tokenizer.vocab_size} ids; send text, or ids from this model's tokenizer "
                     "(LangChain: OpenAIEmbeddings(check_embedding_ctx_length=False))",
-                    param="input",
+                    param=param,
                 )
             texts.append(tokenizer.decode(item))
         strings = [item for item in items if isinstance(item, str)]
@@ -377,16 +398,16 @@ def create_app(
             if n > config.max_input_tokens:
                 raise ApiError(
                     400,
-                    f"input[{i}] is {n:,} tokens long; the limit is {config.max_input_tokens:,} "
-                    "tokens per input: split it",
-                    param="input",
+                    f"{param if single else f'{param}[{i}]'} is {n:,} tokens long; the limit is "
+                    f"{config.max_input_tokens:,} tokens per input: split it",
+                    param=param,
                 )
         if sum(counts) > config.max_request_tokens:
             raise ApiError(
                 400,
                 f"the request holds {sum(counts):,} tokens; the limit is "
                 f"{config.max_request_tokens:,} per request: send fewer inputs per request",
-                param="input",
+                param=param,
             )
         return texts, counts
 
@@ -397,12 +418,7 @@ def create_app(
             items = [items]
         if not items:
             raise ApiError(400, "input is empty: give a text or a list of texts", param="input")
-        if len(items) > config.max_inputs:
-            raise ApiError(
-                400,
-                f"input holds {len(items):,} items; the limit is {config.max_inputs:,} per request",
-                param="input",
-            )
+        check_count(items, "input")
         empty = next((i for i, item in enumerate(items) if len(item) == 0), None)
         if empty is not None:
             raise ApiError(400, f"input[{empty}] is empty; give non-empty inputs", param="input")
@@ -443,6 +459,7 @@ def create_app(
     @app.post("/v1/search")
     async def search(body: SearchRequest) -> dict:
         chosen = need_store()
+        await run_in_threadpool(prepare, body.query, "query")
 
         def run() -> list:
             with store_lock:
@@ -454,12 +471,8 @@ def create_app(
     @app.post("/v1/documents")
     async def documents(body: DocumentsRequest) -> dict:
         chosen = need_store()
-        if len(body.texts) > config.max_inputs:
-            raise ApiError(
-                400,
-                f"{len(body.texts):,} texts; the limit is {config.max_inputs:,} per request",
-                param="texts",
-            )
+        check_count(body.texts, "texts")
+        await run_in_threadpool(prepare, body.texts, "texts")
 
         def run() -> dict:
             with store_lock:
@@ -478,6 +491,7 @@ def create_app(
                 f"max_tokens is at most {config.max_generate_tokens:,}",
                 param="max_tokens",
             )
+        await run_in_threadpool(prepare, body.prompt, "prompt")
         text = await run_in_threadpool(
             lm.generate,
             body.prompt,
