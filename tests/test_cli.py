@@ -101,3 +101,34 @@ def test_serve_refuses_bad_limits_before_it_starts(tmp_path, capsys):
     assert "Traceback" not in err + out
     code, _, err = run(capsys, "serve", str(tmp_path), "--port", "70000")
     assert code == 2 and "--port" in err
+
+
+def test_output_paths_that_cannot_be_written_are_refused_before_any_work(tmp_path, capsys):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat sat\n", encoding="utf-8")
+    (tmp_path / "folder").mkdir()
+    cases = [
+        (["tokenize", str(corpus), "--out", str(tmp_path / "folder")], "is a folder"),
+        (["tokenize", str(corpus), "--out", str(corpus / "t.json")], "c.txt is a file"),
+        (["embed", "no-model", str(corpus), "--out", str(corpus)], "is one of the inputs"),
+        (["train", str(corpus), "--out", str(corpus / "m")], "c.txt is a file"),
+    ]
+    for argv, message in cases:
+        code, out, err = run(capsys, *argv)
+        assert code == 1 and message in err and "Traceback" not in err + out
+    assert corpus.read_text(encoding="utf-8") == "the cat sat\n"
+
+
+def test_user_text_is_printed_as_written_not_read_as_markup(tmp_path, capsys):
+    from rich.console import Console
+
+    from rnnembed.cli import _hits_table
+    from rnnembed.store import Hit
+
+    code, _, err = run(capsys, "tokenize", str(tmp_path / "[/x].txt"), "--out", "t.json")
+    assert code == 1 and "[/x].txt" in err  # rich would have raised on the stray closing tag
+    hit = Hit(id="1", text="use list[int] and a[i] [/bold]", score=1.0, source="[red]a.txt:1")
+    console = Console(width=200, record=True)
+    console.print(_hits_table([hit]))
+    shown = console.export_text()
+    assert "use list[int] and a[i] [/bold]" in shown and "[red]a.txt:1" in shown

@@ -47,6 +47,14 @@ def test_jsonl_field_and_csv_column(tmp_path):
     assert list(iter_texts([tsv])) == ["some words"]
     with pytest.raises(RnnembedError, match="no column 'text'.*--column"):
         list(iter_texts([table]))
+    short = tmp_path / "short.csv"
+    short.write_text("id,text\n1,hello\n\n2\n3,world\n", encoding="utf-8")
+    with pytest.raises(RnnembedError, match=r"short.csv:4: 1 column\(s\), so no 'text'"):
+        list(iter_texts([short]))  # a short row is an error, not a record silently left out
+    numeric = tmp_path / "numeric.jsonl"
+    numeric.write_text('{"text": 5}\n', encoding="utf-8")
+    with pytest.raises(RnnembedError, match="numeric.jsonl:1: field 'text' holds int, not text"):
+        list(iter_texts([numeric]))
 
 
 def test_wrong_encoding_names_file_offset_and_fix(tmp_path):

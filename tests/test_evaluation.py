@@ -365,6 +365,12 @@ def test_unknown_task_mode_or_split_and_missing_files_say_what_to_pass(tmp_path,
     bad = write(tmp_path / "bad.tsv", ["only one column"])
     with pytest.raises(RnnembedError, match=r"bad.tsv:1: expected 's1<TAB>s2<TAB>score'"):
         evaluate(None, "pairs", file=bad, mode="bm25")
+    unscored = write(tmp_path / "nan.tsv", ["a b\tc d\tnan", "e f\tg h\t3"])
+    with pytest.raises(RnnembedError, match=r"nan.tsv:1: gold score 'nan' is not a number"):
+        evaluate(None, "pairs", file=unscored, mode="bm25")
+    constant = write(tmp_path / "constant.tsv", ["a b\tc d\t3", "e f\tg h\t3"])
+    with pytest.raises(RnnembedError, match="all 2 pairs have the same gold score"):
+        evaluate(None, "pairs", file=constant, mode="bm25")
 
 
 # -- baselines -------------------------------------------------------------------------------
@@ -374,6 +380,11 @@ def test_unknown_task_mode_or_split_and_missing_files_say_what_to_pass(tmp_path,
 def test_baselines_encode_like_a_model_and_run_every_task_kind(tmp_path, small_corpus, kind):
     baseline = kind.train([small_corpus[0]], seconds=0.5, dim=16, min_count=1)
     assert baseline.epochs >= 1
+    with pytest.raises(RnnembedError, match="trains for some seconds, not 0"):
+        kind.train([small_corpus[0]], seconds=0, dim=16)
+    few = write(tmp_path / "few.txt", ["each word once"])
+    with pytest.raises(RnnembedError, match="no word of the baseline corpus occurs 2 times"):
+        kind.train([few], seconds=0.5, dim=16)
     x = baseline.encode(["the for statement", "", "the for statement"])
     assert x.shape == (3, 16) and x.dtype == np.float32 and baseline.dim() == 16
     assert np.linalg.norm(x[0]) == pytest.approx(1.0, abs=1e-5)

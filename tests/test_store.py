@@ -257,6 +257,10 @@ def test_bad_arguments_are_clear_errors(store):
         store.add(["fine", " "])
     with pytest.raises(RnnembedError, match="sources"):
         store.add(["a", "b"], sources=["only one"])
+    before = store.count()
+    with pytest.raises(RnnembedError, match=r"source 1 holds '\\udcff', a lone surrogate"):
+        store.add(["a", "b"], sources=["a.txt", "b\udcff.txt"])  # a file name not in UTF-8
+    assert store.count() == before
 
 
 def test_another_model_or_dimension_is_refused(lm, store, tmp_path):

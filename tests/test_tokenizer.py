@@ -89,6 +89,8 @@ def test_save_and_load_round_trip(tmp_path, char_tok, bpe_tok):
 
 
 def test_load_refuses_bad_files_clearly(tmp_path):
+    with pytest.raises(RnnembedError, match="vocab_size must be above 2"):
+        Tokenizer.train(["some text"], kind="word", vocab_size=2)
     with pytest.raises(RnnembedError, match="no tokenizer file"):
         Tokenizer.load(tmp_path / "missing.json")
     broken = tmp_path / "broken.json"
@@ -111,3 +113,10 @@ def test_training_needs_text_and_a_known_kind():
             Tokenizer.train([], kind=kind)
     with pytest.raises(RnnembedError, match="unknown tokenizer kind"):
         Tokenizer.train(["x"], kind="sentencepiece")
+
+
+@pytest.mark.parametrize("kind", ["bpe", "char"])
+def test_a_lone_surrogate_is_a_clear_error(kind):
+    tok = Tokenizer.train(["plain text here"], kind=kind, vocab_size=300 if kind == "bpe" else None)
+    with pytest.raises(RnnembedError, match=r"'\\udce9', a lone surrogate, not Unicode text"):
+        tok.encode_batch(["fine", "caf\udce9"])  # a byte that is not UTF-8, in argv or JSON

@@ -207,3 +207,19 @@ def test_resume_refuses_another_corpus(tmp_path, small_corpus):
     LanguageModel.train([train], out, tokenizer="char", epochs=0.2, **TINY)
     with pytest.raises(RnnembedError, match="corpus differs"):
         LanguageModel.train([valid], out, resume=True)
+
+
+def test_resume_refuses_changed_settings_and_reads_a_metrics_line_cut_short(tmp_path, small_corpus):
+    train, _ = small_corpus
+    out = tmp_path / "run"
+    LanguageModel.train([train], out, tokenizer="char", epochs=0.2, **TINY)
+    with pytest.raises(RnnembedError, match=r"would change: hidden 64 \(the run's: 32\)"):
+        LanguageModel.train([train], out, resume=True, hidden=64)
+    LanguageModel.train([train], out, resume=True, hidden=32, layers=0)  # same, or default
+    metrics = out / "metrics.jsonl"
+    with metrics.open("a", encoding="utf-8") as f:
+        f.write('{"step": 9')  # a run killed as it wrote its last line
+    LanguageModel.train([train], out, resume=True)
+    metrics.write_text("{bad\n" + metrics.read_text(encoding="utf-8"), encoding="utf-8")
+    with pytest.raises(RnnembedError, match=r"metrics.jsonl:1: not a JSON record"):
+        LanguageModel.train([train], out, resume=True)

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from rnnembed.errors import RnnembedError
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -41,3 +43,20 @@ def atomic_write(path: str | Path, data: str | bytes) -> None:
             tmp.write_text(data, encoding="utf-8")
         else:
             tmp.write_bytes(data)
+
+
+def check_writable(path: str | Path, folder: bool = False) -> None:
+    """Refuse, before any work, an output ``path`` (a file, or a ``folder``) that cannot be
+    written: a folder where a file goes or the reverse, a parent that is a file, or a place
+    without write permission."""
+    path = Path(path)
+    kind, other = ("folder", "file") if folder else ("file", "folder")
+    if path.exists() and path.is_dir() != folder:
+        raise RnnembedError(f"{path} is a {other}; give the path of a {kind} to write")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise RnnembedError(f"cannot write {path}: {parent} is a file; choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise RnnembedError(f"cannot write {path}: {parent} is not writable; choose another path")

@@ -10,8 +10,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Column as TableColumn
 from rich.table import Table
+from rich.text import Text
 
 from rnnembed.errors import RnnembedError
 
@@ -50,8 +52,15 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="rnnembed")
     except RnnembedError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        _print_error(str(exc))
+    except OSError as exc:  # the system refused a path: permissions, a folder where a file goes
+        _print_error(f"{exc}; check the path and its permissions")
+
+
+def _print_error(message: str) -> None:
+    """``error: message`` on stderr, the message as written (never read as rich markup)."""
+    err_console.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
+    sys.exit(1)
 
 
 def _print_json(data: dict) -> None:
@@ -61,7 +70,7 @@ def _print_json(data: dict) -> None:
 def _print_table(data: dict) -> None:
     table = Table(show_header=False)
     for key, value in data.items():
-        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+        table.add_row(key, Text(f"{value:.4f}" if isinstance(value, float) else str(value)))
     console.print(table)
 
 
@@ -87,8 +96,11 @@ def tokenize(
     as_json: AsJson = False,
 ) -> None:
     """Train a tokenizer (char, word or byte-level BPE) on a corpus and save it."""
+    from rnnembed.atomic import check_writable
     from rnnembed.corpus import iter_texts
     from rnnembed.tokenizer import Tokenizer
+
+    check_writable(out)
 
     def texts():
         return iter_texts(corpus, encoding=encoding, field=field, column=column)
@@ -129,7 +141,7 @@ def datasets(as_json: AsJson = False) -> None:
         return
     table = Table("dataset", "split", "file", "local path (empty: downloads when needed)")
     for row in rows:
-        table.add_row(row["dataset"], row["split"], row["file"], row["local"])
+        table.add_row(*(Text(row[key]) for key in ("dataset", "split", "file", "local")))
     console.print(table)
 
 
@@ -195,7 +207,7 @@ def train(
         column=column,
         resume=resume,
         progress=not (quiet or as_json),
-        **({} if resume else options),
+        **options,
     )
     summary = {**lm.last_result.to_dict(), "out": str(out)}
     if lm.backward is not None:
@@ -378,10 +390,13 @@ def embed(
     file of unit vectors."""
     import numpy as np
 
-    from rnnembed.atomic import atomic_path
+    from rnnembed.atomic import atomic_path, check_writable
     from rnnembed.chunking import read_chunks
     from rnnembed.language_model import LanguageModel
 
+    check_writable(out)
+    if any(out.resolve() == path.resolve() for path in inputs):
+        raise RnnembedError(f"--out {out} is one of the inputs; write the vectors elsewhere")
     lm = LanguageModel.load(model)
     read = {"encoding": encoding, "field": field, "column": column}
     texts = [chunk.text for chunk in read_chunks(inputs, "lines", **read)]
@@ -507,7 +522,7 @@ def search(
     console.print(_hits_table(hits), highlight=False)
 
 
-def _hits_table(hits: list, title: str | None = None) -> Table:
+def _hits_table(hits: list, title: Text | None = None) -> Table:
     """Rank, score, source and the start of the text of each hit: the table fills the
     terminal, a source takes up to a third of it (folded beyond), the text the rest, wrapped."""
     table = Table(
@@ -522,7 +537,7 @@ def _hits_table(hits: list, title: str | None = None) -> Table:
     for rank, hit in enumerate(hits, 1):
         text = " ".join(hit.text.split())
         text = text if len(text) <= HIT_CHARS else text[: HIT_CHARS - 1] + "…"
-        table.add_row(str(rank), f"{hit.score:.4f}", hit.source, text)
+        table.add_row(str(rank), f"{hit.score:.4f}", Text(hit.source), Text(text))
     return table
 
 
@@ -539,18 +554,18 @@ def quickstart(
 
     _setup_logging(quiet)
     result = run_quickstart(folder, minutes=minutes, progress=not quiet)
-    console.print(f"[bold]model[/] {result.folder / 'model'}  ({result.sections} sections)")
-    console.print(f"[bold]held-out perplexity[/] {result.perplexity:.1f}")
-    console.print(f"[bold]sample[/] {result.sample}", highlight=False)
-    for query, mode, hits in result.searches:
-        console.print(_hits_table(hits, f"{query!r} ({mode})"), highlight=False)
     model, db = result.folder / "model", result.folder / "index.db"
+    console.print(Text.assemble(("model", "bold"), f" {model}  ({result.sections} sections)"))
+    console.print(Text.assemble(("held-out perplexity", "bold"), f" {result.perplexity:.1f}"))
+    console.print(Text.assemble(("sample", "bold"), f" {result.sample}"))
+    for query, mode, hits in result.searches:
+        console.print(_hits_table(hits, Text(f"{query!r} ({mode})")), highlight=False)
     console.print(
         "\n[bold]Now with your own files:[/]\n"
         "  rnnembed train my_docs/ --out my-model --minutes 10\n"
         "  rnnembed index my-model my_docs/ --db my-index.db --chunk paragraphs\n"
         '  rnnembed search my-model "your question" --db my-index.db --mode hybrid\n'
-        f'or search this one: rnnembed search {model} "open a file" --db {db}',
+        + escape(f'or search this one: rnnembed search {model} "open a file" --db {db}'),
         highlight=False,
     )
 
@@ -610,8 +625,9 @@ def serve(
         loopback = False
     if not loopback and not api_key:
         err_console.print(
-            f"[bold yellow]warning:[/] listening on {host} without an API key: anyone who can "
-            "reach this address can use the server; pass --api-key (or set RNNEMBED_API_KEY)",
+            f"[bold yellow]warning:[/] listening on {escape(host)} without an API key: anyone "
+            "who can reach this address can use the server; pass --api-key (or set "
+            "RNNEMBED_API_KEY)",
             highlight=False,
             soft_wrap=True,
         )

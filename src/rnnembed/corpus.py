@@ -163,7 +163,12 @@ def _read_jsonl(path: Path, lines: Iterator[tuple[int, str]], field: str) -> Ite
             raise RnnembedError(
                 f"{path}:{number}: not valid JSON ({exc.msg}); fix the line"
             ) from None
-        if not isinstance(obj, dict) or not isinstance(obj.get(field), str):
+        if isinstance(obj, dict) and field in obj and not isinstance(obj[field], str):
+            raise RnnembedError(
+                f"{path}:{number}: field {field!r} holds {type(obj[field]).__name__}, not text; "
+                "fix the record or pass --field NAME"
+            )
+        if not isinstance(obj, dict) or field not in obj:
             keys = ", ".join(obj) if isinstance(obj, dict) else "none: not an object"
             raise RnnembedError(
                 f"{path}:{number}: no text field {field!r} in this record (fields: {keys}); "
@@ -189,4 +194,9 @@ def _read_table(
     for row in reader:
         if len(row) > index:
             yield Record(row[index], path, row_start)
+        elif row:  # a blank line is an empty row
+            raise RnnembedError(
+                f"{path}:{row_start}: {len(row)} column(s), so no {column!r} (column "
+                f"{index + 1}); fix the row"
+            )
         row_start = reader.line_num + 1

@@ -37,12 +37,14 @@ def sample(
     seed gives the same ids."""
     if not context:
         raise ValueError("sampling needs at least one context token")
-    if max_tokens < 0 or temperature < 0 or top_k < 0 or not 0 < top_p <= 1:
+    if max_tokens < 0 or not temperature >= 0 or top_k < 0 or not 0 < top_p <= 1:
         raise RnnembedError(
             f"cannot sample {max_tokens} tokens at temperature {temperature}, top-k {top_k}, "
             f"top-p {top_p}: tokens, temperature and top-k must be at least 0 (temperature 0: "
             "the likeliest token; top-k 0: no cut), top-p above 0 and at most 1"
         )
+    if seed is not None and not 0 <= seed < 2**63:
+        raise RnnembedError(f"seed must be a whole number from 0 to 2**63 - 1, not {seed}")
     model.eval()
     device = next(model.parameters()).device
     generator = torch.Generator(device="cpu")

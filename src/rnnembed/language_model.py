@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rnnembed import embedding
-from rnnembed.atomic import atomic_path, atomic_write
+from rnnembed.atomic import atomic_path, atomic_write, check_writable
 from rnnembed.corpus import iter_texts
 from rnnembed.embedding import DEFAULT_POOLING, EmbeddingStream
 from rnnembed.errors import RnnembedError
@@ -114,6 +114,9 @@ class LanguageModel:
         """
         out = Path(out)
         read = {"encoding": encoding, "field": field, "column": column}
+        unknown = set(options) - set(TrainConfig.__dataclass_fields__)
+        if unknown:
+            raise RnnembedError(f"unknown training options: {', '.join(sorted(unknown))}")
         if resume:
             if not (out / CONFIG).is_file():
                 raise RnnembedError(
@@ -121,12 +124,10 @@ class LanguageModel:
                 )
             saved = _read_config(out)
             config = TrainConfig.from_dict(saved["train"])
+            _check_resumed_options(out, config, options)
             tok = Tokenizer.load(out / TOKENIZER)
         else:
             _check_fresh(out)
-            unknown = set(options) - set(TrainConfig.__dataclass_fields__)
-            if unknown:
-                raise RnnembedError(f"unknown training options: {', '.join(sorted(unknown))}")
             config = TrainConfig(**options)
             tok = Tokenizer.train(iter_texts(corpus, **read), kind=tokenizer, vocab_size=vocab_size)
         train_ids = torch.from_numpy(tok.encode_stream(iter_texts(corpus, **read))[0])
@@ -407,12 +408,30 @@ def _write_config(
     atomic_write(path / CONFIG, json.dumps(data, indent=2))
 
 
+def _check_resumed_options(out: Path, config: TrainConfig, options: dict) -> None:
+    """A resumed run keeps its saved settings: refuse options that would change them (an
+    option left at its default, or equal to the saved value, changes nothing)."""
+    defaults = TrainConfig()
+    changed = [
+        f"{name} {value!r} (the run's: {getattr(config, name)!r})"
+        for name, value in options.items()
+        if value != getattr(defaults, name) and value != getattr(config, name)
+    ]
+    if changed:
+        raise RnnembedError(
+            f"{out}: --resume continues the run with its saved settings, which these options "
+            f"would change: {', '.join(changed)}; drop them, or start a new run in another "
+            "--out folder"
+        )
+
+
 def _check_fresh(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RnnembedError(
             f"{out} already exists and is not empty; pass --resume to continue the run in it, "
             "or choose a new --out folder"
         )
+    check_writable(out, folder=True)
 
 
 def _read_config(path: Path) -> dict:

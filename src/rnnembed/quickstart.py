@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rnnembed.atomic import check_writable
 from rnnembed.errors import RnnembedError
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ def write_corpus(folder: Path) -> tuple[Path, Path, int]:
 
 def prepare_folder(folder: Path) -> None:
     """Start from an empty folder; only a folder an earlier quickstart made is cleared."""
+    check_writable(folder, folder=True)
     if folder.exists() and any(folder.iterdir()):
         if not (folder / MARKER).is_file():
             raise RnnembedError(

@@ -45,6 +45,7 @@ from pymilvus.milvus_client.index import IndexParam
 
 from rnnembed.corpus import source_file
 from rnnembed.errors import RnnembedError
+from rnnembed.tokenizer import check_unicode
 
 log = logging.getLogger(__name__)
 # Every Milvus error reaches the caller as an RnnembedError carrying Milvus's message; without
@@ -331,9 +332,11 @@ class VectorStore:
                 f"{len(texts)} texts but {len(sources)} sources and {len(metadata)} metadata; "
                 "give one of each per text"
             )
-        for i, (text, meta) in enumerate(zip(texts, metadata, strict=True)):
+        for i, (text, source, meta) in enumerate(zip(texts, sources, metadata, strict=True)):
             if not isinstance(text, str) or not text.strip():
                 raise RnnembedError(f"text {i} is empty or not a string; give non-empty texts")
+            check_unicode(text, f"text {i}")
+            check_unicode(source, f"source {i}")
             if not isinstance(meta, dict):
                 raise RnnembedError(f"metadata {i} is not a dict; give a JSON object per text")
         ids = [row_id(text, source) for text, source in zip(texts, sources, strict=True)]

@@ -74,6 +74,11 @@ class Tokenizer:
         8,000; ``char`` and ``word`` keep every symbol seen ``min_freq`` times or more).
         """
         _check_kind(kind)
+        if vocab_size is not None and vocab_size <= len(SPECIALS):
+            raise RnnembedError(
+                f"vocab_size must be above {len(SPECIALS)} (the special tokens and at least one "
+                f"more), not {vocab_size}"
+            )
         lines = _lines(texts)
         if kind == "bpe":
             return cls("bpe", hf=_train_bpe(lines, vocab_size or DEFAULT_BPE_VOCAB, min_freq))
@@ -168,7 +173,15 @@ class Tokenizer:
         return "\n".join(self._decode_line(seg) for seg in segments)
 
     def _encode_lines(self, lines: list[str]) -> list[list[int]]:
-        """Ids of each newline-free line."""
+        """Ids of each newline-free line; a line that is not Unicode text is a clear error."""
+        try:
+            return self._encode_unicode_lines(lines)
+        except (TypeError, UnicodeEncodeError):  # what the Rust tokenizer and UTF-8 raise
+            for line in lines:
+                check_unicode(line)
+            raise
+
+    def _encode_unicode_lines(self, lines: list[str]) -> list[list[int]]:
         if self._hf is not None:
             return [enc.ids for enc in self._hf.encode_batch(lines, add_special_tokens=False)]
         if self.kind == "word":
@@ -249,6 +262,18 @@ class Tokenizer:
 
 
 _BYTE_VALUE = {token: b for b, token in enumerate(BYTE_TOKENS)}
+
+
+def check_unicode(text: str, what: str = "a text") -> None:
+    """Refuse a text that is not Unicode: one holding a lone surrogate (JSON's "\\ud800", or a
+    byte that is not UTF-8 in a command-line argument or file name), which UTF-8 cannot encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RnnembedError(
+            f"{what} holds {text[exc.start : exc.end]!r}, a lone surrogate, not Unicode text (at "
+            f"character {exc.start} of {text[:40]!r}); send valid Unicode (UTF-8) text"
+        ) from None
 
 
 def _check_kind(kind: str) -> None:

@@ -55,6 +55,7 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "warmup final_lr": (lambda v: 0 <= v <= 1, "from 0 to 1"),
     "dropout_embedding dropout_hidden dropout_output": (lambda v: 0 <= v < 1, "from 0 to below 1"),
     "evaluations eval_tokens": (lambda v: v >= 1, "at least 1"),
+    "seed": (lambda v: 0 <= v < 2**63, "from 0 to 2**63 - 1"),
 }
 
 
@@ -614,7 +615,20 @@ def load_model_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor])
 
 
 def read_metrics(out: Path) -> list[dict]:
+    """The records of ``metrics.jsonl``, but a last line cut short (a run killed as it wrote)."""
     path = out / METRICS
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line]
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break
+            raise RnnembedError(
+                f"{path}:{number}: not a JSON record; restore the file, or start a new run in "
+                "another folder"
+            ) from None
+    return records

@@ -133,12 +133,18 @@ class _Baseline:
     ) -> _Baseline:
         """Train on the files and folders in ``corpus`` (one document per line or record)
         for about ``seconds``."""
+        if not seconds > 0:
+            raise RnnembedError(f"a baseline trains for some seconds, not {seconds}; give more")
         gensim = _gensim()
         docs = cls._training_documents(gensim, _documents(corpus, encoding))
         model = cls._new_model(
             gensim, vector_size=dim, window=window, min_count=min_count, workers=WORKERS, seed=seed
         )
         model.build_vocab(docs)
+        if not len(model.wv):
+            raise RnnembedError(
+                f"no word of the baseline corpus occurs {min_count} times or more; give more text"
+            )
         return cls(model, _train_within(model, docs, seconds))
 
     @staticmethod

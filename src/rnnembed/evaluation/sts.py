@@ -16,6 +16,7 @@ in 5 and 6; extra columns ignored), SICK-R ``sick/SICK_{train,trial,test_annotat
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -44,9 +45,12 @@ DEFAULT_SPLITS = {"stsb": ("test", "dev"), "sickr": ("test", "dev"), "pairs": ("
 
 def _score(value: str, path: Path, number: int) -> float:
     try:
-        return float(value)
+        score = float(value)
     except ValueError:
-        raise RnnembedError(f"{path}:{number}: gold score {value!r} is not a number") from None
+        score = math.nan
+    if not math.isfinite(score):
+        raise RnnembedError(f"{path}:{number}: gold score {value!r} is not a number")
+    return score
 
 
 def read_stsb(path: Path) -> Pairs:
@@ -148,6 +152,11 @@ def correlate(
 ) -> dict:
     """Spearman and Pearson ×100 of the similarities against gold."""
     a, b, gold = pairs
+    if len(set(gold)) < 2:
+        raise RnnembedError(
+            f"all {len(gold)} pairs have the same gold score, so no correlation can be measured; "
+            "give pairs with different scores"
+        )
     predicted = similarities(a, b, encode, mode, adapted)
     constant = predicted.std() == 0
     spearman = 0.0 if constant else float(spearmanr(predicted, gold).statistic)
