@@ -132,3 +132,15 @@ def test_user_text_is_printed_as_written_not_read_as_markup(tmp_path, capsys):
     console.print(_hits_table([hit]))
     shown = console.export_text()
     assert "use list[int] and a[i] [/bold]" in shown and "[red]a.txt:1" in shown
+
+
+def test_serve_refuses_a_port_in_use_before_it_opens_a_store(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = str(holder.getsockname()[1])
+        db = tmp_path / "fresh.db"
+        code, _, err = run(capsys, "serve", str(tmp_path), "--db", str(db), "--port", port)
+    assert code == 1 and f"cannot listen on 127.0.0.1:{port}" in err and not db.exists()

@@ -75,6 +75,11 @@ def test_eval_of_bad_files_is_a_clear_error(model_dir, tmp_path):
         lm.evaluate_files([latin])
 
 
+def _edit_config(folder, **changes):
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    (folder / "config.json").write_text(json.dumps({**config, **changes}), encoding="utf-8")
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
@@ -82,6 +87,7 @@ def test_eval_of_bad_files_is_a_clear_error(model_dir, tmp_path):
         (lambda d: (d / "model.safetensors").write_bytes(b"\x00" * 64), "damaged"),
         (lambda d: (d / "config.json").unlink(), "no config.json"),
         (lambda d: (d / "config.json").write_text("{oops"), "config.json: damaged"),
+        (lambda d: _edit_config(d, train="x"), "config.json: damaged"),
         (lambda d: (d / "tokenizer.json").unlink(), "no tokenizer file"),
         (lambda d: (d / "tokenizer.json").write_text("[]"), "not an rnnembed tokenizer"),
     ],

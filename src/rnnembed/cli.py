@@ -573,6 +573,28 @@ def quickstart(
 # -- serve ---------------------------------------------------------------------------------------
 
 
+def _check_can_listen(host: str, port: int) -> None:
+    """Bind ``host:port`` as uvicorn will (address reuse on), before a store is opened."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise RnnembedError(
+            f"cannot listen on {host!r} ({exc.strerror}); pass an address of this machine "
+            "with --host"
+        ) from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise RnnembedError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port or "
+                "--host, or stop what holds it"
+            ) from None
+
+
 @app.command()
 def serve(
     model: Annotated[Path, typer.Argument(help="A model folder.")],
@@ -631,6 +653,7 @@ def serve(
             highlight=False,
             soft_wrap=True,
         )
+    _check_can_listen(host, port)
     config = ServerConfig(
         model_name=model.resolve().name,
         pooling=pooling,

@@ -197,7 +197,8 @@ class LanguageModel:
         tokenizer = Tokenizer.load(path / TOKENIZER)
         try:
             config = ModelConfig.from_dict(saved["model"])
-        except (KeyError, TypeError) as exc:
+            train_config = TrainConfig.from_dict(saved.get("train", {}))
+        except (KeyError, TypeError, AttributeError) as exc:
             raise RnnembedError(
                 f"{path / CONFIG}: damaged ({exc!r}); restore it or retrain"
             ) from None
@@ -206,7 +207,6 @@ class LanguageModel:
                 f"{path}: the tokenizer ({tokenizer.vocab_size} ids) does not match the model "
                 f"({config.vocab_size}); restore the folder's files from one run"
             )
-        train_config = TrainConfig.from_dict(saved.get("train", {}))
         model = _load_weights(path / WEIGHTS, RecurrentLM(config)).to(device).eval()
         backward = None
         if train_config.bidirectional:
