@@ -53,7 +53,7 @@ def test_jsonl_field_and_csv_column(tmp_path):
         list(iter_texts([short]))  # a short row is an error, not a record silently left out
     numeric = tmp_path / "numeric.jsonl"
     numeric.write_text('{"text": 5}\n', encoding="utf-8")
-    with pytest.raises(RnnembedError, match="numeric.jsonl:1: field 'text' holds int, not text"):
+    with pytest.raises(RnnembedError, match="numeric.jsonl:1: field 'text' holds 5, not a string"):
         list(iter_texts([numeric]))
 
 

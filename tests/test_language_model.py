@@ -41,6 +41,14 @@ def test_perplexity_and_evaluate_agree(model_dir, small_corpus):
     )
 
 
+def test_a_model_saved_with_values_a_new_run_would_refuse_still_loads(model_dir, tmp_path):
+    folder = tmp_path / "old"
+    shutil.copytree(model_dir, folder)
+    train = json.loads((folder / "config.json").read_text(encoding="utf-8"))["train"]
+    _edit_config(folder, train={**train, "seed": -1, "minutes": 0, "eval_tokens": 0})
+    assert LanguageModel.load(folder).train_config.seed == -1  # checks guard new runs only
+
+
 def test_generate_is_deterministic_under_a_seed(model_dir):
     lm = LanguageModel.load(model_dir)
     a = lm.generate("The", max_tokens=30, temperature=0.9, top_k=20, seed=7)
@@ -53,11 +61,20 @@ def test_generate_is_deterministic_under_a_seed(model_dir):
 
 @pytest.mark.parametrize(
     "options",
-    [{"max_tokens": -1}, {"temperature": -0.5}, {"top_k": -3}, {"top_p": 0}, {"top_p": 1.5}],
+    [
+        {"max_tokens": -1},
+        {"temperature": -0.5},
+        {"temperature": float("nan")},
+        {"top_k": -3},
+        {"top_p": 0},
+        {"top_p": 1.5},
+        {"seed": 2**64},
+    ],
 )
 def test_generate_refuses_settings_it_cannot_sample_with(model_dir, options):
     lm = LanguageModel.load(model_dir)
-    with pytest.raises(RnnembedError, match="cannot sample"):
+    ((name, value),) = options.items()
+    with pytest.raises(RnnembedError, match=rf"^{name} must be .*, not {value}$"):
         lm.generate("The", **{"max_tokens": 5, **options})
 
 

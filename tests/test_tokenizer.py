@@ -89,7 +89,7 @@ def test_save_and_load_round_trip(tmp_path, char_tok, bpe_tok):
 
 
 def test_load_refuses_bad_files_clearly(tmp_path):
-    with pytest.raises(RnnembedError, match="vocab_size must be above 2"):
+    with pytest.raises(RnnembedError, match=r"vocab_size must be 0 \(the default\) or above 2"):
         Tokenizer.train(["some text"], kind="word", vocab_size=2)
     with pytest.raises(RnnembedError, match="no tokenizer file"):
         Tokenizer.load(tmp_path / "missing.json")

@@ -215,7 +215,11 @@ def test_resume_refuses_changed_settings_and_reads_a_metrics_line_cut_short(tmp_
     LanguageModel.train([train], out, tokenizer="char", epochs=0.2, **TINY)
     with pytest.raises(RnnembedError, match=r"would change: hidden 64 \(the run's: 32\)"):
         LanguageModel.train([train], out, resume=True, hidden=64)
-    LanguageModel.train([train], out, resume=True, hidden=32, layers=0)  # same, or default
+    with pytest.raises(RnnembedError, match=r"would change: layers 0 \(the run's: 1\)"):
+        LanguageModel.train([train], out, resume=True, layers=0)  # 0 chose for a new run only
+    with pytest.raises(RnnembedError, match=r"tokenizer 'bpe' \(the run's: 'char'\)"):
+        LanguageModel.train([train], out, resume=True, tokenizer="bpe")
+    LanguageModel.train([train], out, resume=True, hidden=32, tokenizer="char")  # the same
     metrics = out / "metrics.jsonl"
     with metrics.open("a", encoding="utf-8") as f:
         f.write('{"step": 9')  # a run killed as it wrote its last line

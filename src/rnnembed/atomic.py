@@ -53,10 +53,10 @@ def check_writable(path: str | Path, folder: bool = False) -> None:
     kind, other = ("folder", "file") if folder else ("file", "folder")
     if path.exists() and path.is_dir() != folder:
         raise RnnembedError(f"{path} is a {other}; give the path of a {kind} to write")
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise RnnembedError(f"cannot write {path}: {parent} is a file; choose another path")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise RnnembedError(f"cannot write {path}: {parent} is not writable; choose another path")
+    place = path if folder and path.is_dir() else path.parent  # where the new files will go
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    if not place.is_dir():
+        raise RnnembedError(f"cannot write {path}: {place} is a file; choose another path")
+    if not os.access(place, os.W_OK | os.X_OK):
+        raise RnnembedError(f"cannot write {path}: {place} is not writable; choose another path")

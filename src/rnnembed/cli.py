@@ -147,6 +147,7 @@ def datasets(as_json: AsJson = False) -> None:
 
 @app.command()
 def train(
+    ctx: typer.Context,
     corpus: Annotated[list[Path], typer.Argument(help="Text files or folders to train on.")],
     out: Annotated[Path, typer.Option(help="The model folder to write.")],
     valid: Annotated[
@@ -196,6 +197,9 @@ def train(
         "seed": seed,
         "bidirectional": bidirectional,
     }
+    if resume:  # the run keeps its settings: pass on only those given, which must match them
+        options = {name: value for name, value in options.items() if _given(ctx, name)}
+        tokenizer = tokenizer if _given(ctx, "tokenizer") else None
     lm = LanguageModel.train(
         corpus,
         out,
@@ -215,6 +219,12 @@ def train(
         summary["backward_valid_loss"] = backward.valid_loss
         summary["backward_valid_ppl"] = backward.valid_ppl
     _print_result(summary, as_json)
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether the user gave the option ``name`` (on the command line or in the environment)."""
+    source = ctx.get_parameter_source(name)  # an enum of the click that typer carries
+    return source is not None and source.name != "DEFAULT"
 
 
 @app.command(name="eval")
@@ -574,25 +584,30 @@ def quickstart(
 
 
 def _check_can_listen(host: str, port: int) -> None:
-    """Bind ``host:port`` as uvicorn will (address reuse on), before a store is opened."""
+    """Bind every address of ``host:port`` as uvicorn's asyncio server will (address reuse on,
+    IPv6 sockets IPv6 only), before a store is opened."""
     import socket
 
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise RnnembedError(
-            f"cannot listen on {host!r} ({exc.strerror}); pass an address of this machine "
+            f"cannot listen on {shown} ({exc.strerror}); pass an address of this machine "
             "with --host"
         ) from None
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            raise RnnembedError(
-                f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port or "
-                "--host, or stop what holds it"
-            ) from None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                raise RnnembedError(
+                    f"cannot listen on {shown} ({exc.strerror}); pick another --port or --host, "
+                    "or stop what holds it"
+                ) from None
 
 
 @app.command()

@@ -1,11 +1,20 @@
-"""Configs are dataclasses saved as JSON: one way to turn them into dicts and back."""
+"""Configs are dataclasses saved as JSON: one way to turn them into dicts and back; and the
+seed every config and call takes."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, fields
 from typing import Any, TypeVar
 
+from rnnembed.errors import RnnembedError
+
 T = TypeVar("T", bound="JsonConfig")
+SEEDS = (-(2**63), 2**64 - 1)  # what torch.manual_seed takes
+
+
+def check_seed(seed: int) -> None:
+    if not SEEDS[0] <= seed <= SEEDS[1]:
+        raise RnnembedError(f"seed must be a whole number from -2**63 to 2**64 - 1, not {seed}")
 
 
 class JsonConfig:

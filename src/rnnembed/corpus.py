@@ -165,8 +165,8 @@ def _read_jsonl(path: Path, lines: Iterator[tuple[int, str]], field: str) -> Ite
             ) from None
         if isinstance(obj, dict) and field in obj and not isinstance(obj[field], str):
             raise RnnembedError(
-                f"{path}:{number}: field {field!r} holds {type(obj[field]).__name__}, not text; "
-                "fix the record or pass --field NAME"
+                f"{path}:{number}: field {field!r} holds {json.dumps(obj[field])[:40]}, not a "
+                "string; fix the record or pass --field NAME"
             )
         if not isinstance(obj, dict) or field not in obj:
             keys = ", ".join(obj) if isinstance(obj, dict) else "none: not an object"

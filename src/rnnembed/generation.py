@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from rnnembed.config import check_seed
 from rnnembed.errors import RnnembedError
 from rnnembed.model import RecurrentLM
 
@@ -36,15 +37,18 @@ def sample(
     """Draw ``max_tokens`` ids after ``context`` (non-empty). Temperature 0 is greedy; the same
     seed gives the same ids."""
     if not context:
-        raise ValueError("sampling needs at least one context token")
-    if max_tokens < 0 or not temperature >= 0 or top_k < 0 or not 0 < top_p <= 1:
-        raise RnnembedError(
-            f"cannot sample {max_tokens} tokens at temperature {temperature}, top-k {top_k}, "
-            f"top-p {top_p}: tokens, temperature and top-k must be at least 0 (temperature 0: "
-            "the likeliest token; top-k 0: no cut), top-p above 0 and at most 1"
-        )
-    if seed is not None and not 0 <= seed < 2**63:
-        raise RnnembedError(f"seed must be a whole number from 0 to 2**63 - 1, not {seed}")
+        raise RnnembedError("sampling needs at least one context token")
+    rules = [
+        ("max_tokens", max_tokens, max_tokens >= 0, "at least 0"),
+        ("temperature", temperature, temperature >= 0, "at least 0 (0: the likeliest token)"),
+        ("top_k", top_k, top_k >= 0, "at least 0 (0: no cut)"),
+        ("top_p", top_p, 0 < top_p <= 1, "above 0 and at most 1"),
+    ]
+    for name, value, ok, rule in rules:
+        if not ok:  # NaN fails every comparison, so it lands here too
+            raise RnnembedError(f"{name} must be {rule}, not {value}")
+    if seed is not None:
+        check_seed(seed)
     model.eval()
     device = next(model.parameters()).device
     generator = torch.Generator(device="cpu")

@@ -93,7 +93,7 @@ class LanguageModel:
         out: str | Path,
         *,
         valid: Sequence[str | Path] | None = None,
-        tokenizer: str = "bpe",
+        tokenizer: str | None = None,
         vocab_size: int | None = None,
         encoding: str = "utf-8",
         field: str = "text",
@@ -106,8 +106,10 @@ class LanguageModel:
 
         ``options`` are :class:`TrainConfig` fields (``cell``, ``layers``, ``hidden``,
         ``minutes``, ``epochs``, ``seed``, ``bidirectional``, ...); what is left open is chosen
-        for the budget. With ``resume`` the run in ``out`` continues where its last checkpoint
-        left it. A bidirectional model trains a forward LM into ``out``, then a backward one (on
+        for the budget; ``tokenizer`` (char, word or bpe, the default) and ``vocab_size`` shape
+        the tokenizer. With ``resume`` the run in ``out`` continues where its last checkpoint
+        left it, with its saved settings and tokenizer: options given then must equal them. A
+        bidirectional model trains a forward LM into ``out``, then a backward one (on
         the reversed token stream) into ``out/backward``, each on half of a time budget. On the
         CPU, training tunes glibc's malloc for the rest of the process
         (:func:`rnnembed.training.keep_freed_memory`).
@@ -123,13 +125,16 @@ class LanguageModel:
                     f"{out}: nothing to resume here (no {CONFIG}); start a run without --resume"
                 )
             saved = _read_config(out)
-            config = TrainConfig.from_dict(saved["train"])
-            _check_resumed_options(out, config, options)
+            config = _saved_train_config(out, saved)
             tok = Tokenizer.load(out / TOKENIZER)
+            given = {**options, **({"tokenizer": tokenizer} if tokenizer else {})}
+            _check_resumed_options(out, {**config.to_dict(), "tokenizer": tok.kind}, given)
         else:
             _check_fresh(out)
             config = TrainConfig(**options)
-            tok = Tokenizer.train(iter_texts(corpus, **read), kind=tokenizer, vocab_size=vocab_size)
+            config.check()
+            texts = iter_texts(corpus, **read)
+            tok = Tokenizer.train(texts, kind=tokenizer or "bpe", vocab_size=vocab_size)
         train_ids = torch.from_numpy(tok.encode_stream(iter_texts(corpus, **read))[0])
         if valid:
             valid_ids = torch.from_numpy(tok.encode_stream(iter_texts(valid, **read))[0])
@@ -197,7 +202,6 @@ class LanguageModel:
         tokenizer = Tokenizer.load(path / TOKENIZER)
         try:
             config = ModelConfig.from_dict(saved["model"])
-            train_config = TrainConfig.from_dict(saved.get("train", {}))
         except (KeyError, TypeError, AttributeError) as exc:
             raise RnnembedError(
                 f"{path / CONFIG}: damaged ({exc!r}); restore it or retrain"
@@ -207,6 +211,7 @@ class LanguageModel:
                 f"{path}: the tokenizer ({tokenizer.vocab_size} ids) does not match the model "
                 f"({config.vocab_size}); restore the folder's files from one run"
             )
+        train_config = _saved_train_config(path, saved)
         model = _load_weights(path / WEIGHTS, RecurrentLM(config)).to(device).eval()
         backward = None
         if train_config.bidirectional:
@@ -408,14 +413,20 @@ def _write_config(
     atomic_write(path / CONFIG, json.dumps(data, indent=2))
 
 
-def _check_resumed_options(out: Path, config: TrainConfig, options: dict) -> None:
-    """A resumed run keeps its saved settings: refuse options that would change them (an
-    option left at its default, or equal to the saved value, changes nothing)."""
-    defaults = TrainConfig()
+def _saved_train_config(path: Path, saved: dict) -> TrainConfig:
+    try:
+        return TrainConfig.from_dict(saved.get("train", {}))
+    except (TypeError, AttributeError) as exc:
+        raise RnnembedError(f"{path / CONFIG}: damaged ({exc!r}); restore it or retrain") from None
+
+
+def _check_resumed_options(out: Path, saved: dict, given: dict) -> None:
+    """A resumed run keeps its saved settings (``TrainConfig`` fields and ``tokenizer``):
+    refuse ``given`` options that would change them (one equal to the saved value is fine)."""
     changed = [
-        f"{name} {value!r} (the run's: {getattr(config, name)!r})"
-        for name, value in options.items()
-        if value != getattr(defaults, name) and value != getattr(config, name)
+        f"{name} {value!r} (the run's: {saved[name]!r})"
+        for name, value in given.items()
+        if value != saved[name]
     ]
     if changed:
         raise RnnembedError(

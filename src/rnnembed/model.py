@@ -19,6 +19,8 @@ from rnnembed.config import JsonConfig
 from rnnembed.errors import RnnembedError
 
 CELLS = ("lstm", "gru", "elman")
+NONLINEARITIES = ("tanh", "relu")  # of the Elman cell
+SOFTMAXES = ("full", "adaptive")
 
 # One layer's carried state: (h, c) for an LSTM, h for the other cells; each (batch, hidden).
 LayerState = Tensor | tuple[Tensor, Tensor]
@@ -47,9 +49,9 @@ class ModelConfig(JsonConfig):
             raise RnnembedError(f"unknown cell {self.cell!r}; choose one of {', '.join(CELLS)}")
         if self.layers < 1 or self.hidden < 1 or self.vocab_size < 2:
             raise RnnembedError("layers, hidden and vocab_size must be positive")
-        if self.nonlinearity not in ("tanh", "relu"):
+        if self.nonlinearity not in NONLINEARITIES:
             raise RnnembedError("nonlinearity must be tanh or relu")
-        if self.softmax not in ("full", "adaptive"):
+        if self.softmax not in SOFTMAXES:
             raise RnnembedError("softmax must be full or adaptive")
         if self.softmax == "adaptive" and not self.cutoffs:
             self.cutoffs = [c for c in (2000, 10000) if c < self.vocab_size - 1]

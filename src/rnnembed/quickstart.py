@@ -112,8 +112,10 @@ def run_quickstart(
     from rnnembed.chunking import read_chunks
     from rnnembed.language_model import LanguageModel
     from rnnembed.store import VectorStore
+    from rnnembed.training import TrainConfig
 
     folder = Path(folder)
+    TrainConfig(minutes=minutes).check()  # before an earlier quickstart's folder is cleared
     prepare_folder(folder)
     train, valid, sections = write_corpus(folder / "corpus")
     log.info("corpus: %d sections of Python's documentation in %s", sections, train.parent)

@@ -56,6 +56,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rnnembed.batching import Batch, Batcher, QueueFull
+from rnnembed.config import SEEDS
 from rnnembed.errors import RnnembedError
 
 if TYPE_CHECKING:
@@ -151,7 +152,7 @@ class GenerateRequest(BaseModel):
     temperature: float = Field(0.8, ge=0)
     top_k: StrictInt = Field(0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
-    seed: StrictInt | None = None
+    seed: StrictInt | None = Field(None, ge=SEEDS[0], le=SEEDS[1])
 
 
 # -- metrics ------------------------------------------------------------------------------------

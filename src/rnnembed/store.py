@@ -335,6 +335,8 @@ class VectorStore:
         for i, (text, source, meta) in enumerate(zip(texts, sources, metadata, strict=True)):
             if not isinstance(text, str) or not text.strip():
                 raise RnnembedError(f"text {i} is empty or not a string; give non-empty texts")
+            if not isinstance(source, str):
+                raise RnnembedError(f"source {i} is not a string; give one string per text")
             check_unicode(text, f"text {i}")
             check_unicode(source, f"source {i}")
             if not isinstance(meta, dict):

@@ -74,10 +74,10 @@ class Tokenizer:
         8,000; ``char`` and ``word`` keep every symbol seen ``min_freq`` times or more).
         """
         _check_kind(kind)
-        if vocab_size is not None and vocab_size <= len(SPECIALS):
+        if vocab_size is not None and (vocab_size < 0 or 0 < vocab_size <= len(SPECIALS)):
             raise RnnembedError(
-                f"vocab_size must be above {len(SPECIALS)} (the special tokens and at least one "
-                f"more), not {vocab_size}"
+                f"vocab_size must be 0 (the default) or above {len(SPECIALS)} (the special tokens "
+                f"and at least one more), not {vocab_size}"
             )
         lines = _lines(texts)
         if kind == "bpe":
@@ -90,7 +90,7 @@ class Tokenizer:
             (t for t, n in counts.items() if n >= min_freq and t not in SPECIALS),
             key=lambda t: (-counts[t], t),
         )
-        room = None if vocab_size is None else max(vocab_size - len(fixed), 0)
+        room = max(vocab_size - len(fixed), 0) if vocab_size else None
         if not counts:
             raise RnnembedError("cannot train a tokenizer on an empty corpus; give it some text")
         return cls(kind, vocab=fixed + ranked[:room])

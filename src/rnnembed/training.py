@@ -26,10 +26,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from rnnembed.atomic import atomic_path
-from rnnembed.config import JsonConfig
+from rnnembed.config import JsonConfig, check_seed
 from rnnembed.errors import RnnembedError
 from rnnembed.model import (
     CELLS,
+    NONLINEARITIES,
+    SOFTMAXES,
     ModelConfig,
     RecurrentLM,
     State,
@@ -45,18 +47,22 @@ CHECKPOINT = "checkpoint/checkpoint.safetensors"
 METRICS = "metrics.jsonl"
 
 
-# TrainConfig's numbers: names -> (test, what it asks); 0 for a shape or lr: chosen for the budget
-RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
-    "layers hidden embedding batch_size bptt lr weight_decay clip patience": (
+# TrainConfig's numbers: (names, test, what it asks); 0 for a shape or lr: chosen for the budget
+_RANGES: list[tuple[tuple[str, ...], Callable[[float], bool], str]] = [
+    (
+        ("layers", "hidden", "embedding", "batch_size", "bptt", "lr", "weight_decay", "clip"),
         lambda v: v >= 0,
         "at least 0",
     ),
-    "minutes epochs checkpoint_minutes": (lambda v: v > 0, "above 0"),
-    "warmup final_lr": (lambda v: 0 <= v <= 1, "from 0 to 1"),
-    "dropout_embedding dropout_hidden dropout_output": (lambda v: 0 <= v < 1, "from 0 to below 1"),
-    "evaluations eval_tokens": (lambda v: v >= 1, "at least 1"),
-    "seed": (lambda v: 0 <= v < 2**63, "from 0 to 2**63 - 1"),
-}
+    (("patience", "evaluations", "eval_tokens"), lambda v: v >= 0, "at least 0"),
+    (("minutes", "epochs", "checkpoint_minutes"), lambda v: v > 0, "above 0"),
+    (("warmup", "final_lr"), lambda v: 0 <= v <= 1, "from 0 to 1"),
+    (
+        ("dropout_embedding", "dropout_hidden", "dropout_output"),
+        lambda v: 0 <= v < 1,
+        "from 0 to below 1",
+    ),
+]
 
 
 @dataclass
@@ -96,12 +102,12 @@ class TrainConfig(JsonConfig):
     device: str = "auto"
     precision: str = "auto"  # bf16 or fp32 for the training step; auto: bf16 where fast
 
-    def __post_init__(self) -> None:
-        """Refuse a value no run could use, before anything is read or written."""
+    def check(self) -> None:
+        """Refuse a value no run could use (called before a run reads or writes anything)."""
         choices = {
             "cell": CELLS,
-            "nonlinearity": ("tanh", "relu"),
-            "softmax": ("auto", "full", "adaptive"),
+            "nonlinearity": NONLINEARITIES,
+            "softmax": ("auto", *SOFTMAXES),
             "optimizer": ("adamw", "sgd"),
             "precision": ("auto", "bf16", "fp32"),
         }
@@ -110,11 +116,12 @@ class TrainConfig(JsonConfig):
                 raise RnnembedError(
                     f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(allowed)}"
                 )
-        for names, (allowed, bounds) in RANGES.items():
-            for name in names.split():
+        for names, allowed, rule in _RANGES:
+            for name in names:
                 value = getattr(self, name)
                 if value is not None and not (math.isfinite(value) and allowed(value)):
-                    raise RnnembedError(f"{name} must be {bounds}, not {value}")
+                    raise RnnembedError(f"{name} must be {rule}, not {value}")
+        check_seed(self.seed)
 
 
 @dataclass
@@ -285,8 +292,6 @@ def lr_factor(config: TrainConfig, progress: float) -> float:
 def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=config.lr)
-    if config.optimizer != "adamw":
-        raise RnnembedError(f"unknown optimizer {config.optimizer!r}; choose adamw or sgd")
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)]
     groups = [

@@ -49,7 +49,7 @@ def _score(value: str, path: Path, number: int) -> float:
     except ValueError:
         score = math.nan
     if not math.isfinite(score):
-        raise RnnembedError(f"{path}:{number}: gold score {value!r} is not a number")
+        raise RnnembedError(f"{path}:{number}: gold score {value!r} is not a finite number")
     return score
 
 
@@ -110,6 +110,11 @@ def read_pairs(path: Path) -> Pairs:
 def _checked(path: Path, a: list[str], b: list[str], gold: list[float]) -> Pairs:
     if len(gold) < 2:
         raise RnnembedError(f"{path}: fewer than 2 scored pairs; pass a sentence-pair file")
+    if len(set(gold)) < 2:
+        raise RnnembedError(
+            f"{path}: all {len(gold)} pairs have the same gold score, so no correlation can be "
+            "measured; pass pairs with different scores"
+        )
     return a, b, np.array(gold, dtype=np.float64)
 
 
@@ -152,11 +157,6 @@ def correlate(
 ) -> dict:
     """Spearman and Pearson ×100 of the similarities against gold."""
     a, b, gold = pairs
-    if len(set(gold)) < 2:
-        raise RnnembedError(
-            f"all {len(gold)} pairs have the same gold score, so no correlation can be measured; "
-            "give pairs with different scores"
-        )
     predicted = similarities(a, b, encode, mode, adapted)
     constant = predicted.std() == 0
     spearman = 0.0 if constant else float(spearmanr(predicted, gold).statistic)
