@@ -1,4 +1,5 @@
 import json
+import os
 import tracemalloc
 
 import pytest
@@ -95,6 +96,15 @@ def test_binary_and_empty_corpora_are_refused(tmp_path):
         list(read_corpus([empty], encoding="klingon"))
     with pytest.raises(RnnembedError, match="not supported"):
         list(read_corpus([empty], encoding="utf-16"))
+
+
+def test_a_link_loop_or_a_pipe_is_not_a_missing_file(tmp_path):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    os.mkfifo(tmp_path / "pipe")
+    for odd in ("a", "pipe"):
+        with pytest.raises(RnnembedError, match=f"{odd}: not a regular file or folder"):
+            list(read_corpus([tmp_path / odd]))
 
 
 def test_a_big_corpus_streams_in_bounded_memory(tmp_path):

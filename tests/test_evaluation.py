@@ -365,6 +365,8 @@ def test_unknown_task_mode_or_split_and_missing_files_say_what_to_pass(tmp_path,
     bad = write(tmp_path / "bad.tsv", ["only one column"])
     with pytest.raises(RnnembedError, match=r"bad.tsv:1: expected 's1<TAB>s2<TAB>score'"):
         evaluate(None, "pairs", file=bad, mode="bm25")
+    with pytest.raises(RnnembedError, match="is a folder, not a file"):
+        evaluate(None, "pairs", file=tmp_path, mode="bm25")
     unscored = write(tmp_path / "nan.tsv", ["a b\tc d\tnan", "e f\tg h\t3"])
     with pytest.raises(RnnembedError, match=r"nan.tsv:1: gold score 'nan' is not a finite number"):
         evaluate(None, "pairs", file=unscored, mode="bm25")

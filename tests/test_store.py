@@ -285,6 +285,12 @@ def test_databases_that_cannot_be_opened(lm, tmp_path):
     not_a_db.write_bytes(b"SQLite format 3\0")
     with pytest.raises(RnnembedError, match="is a file, not a Milvus Lite 3 database"):
         VectorStore(not_a_db, model=lm)
+    others = tmp_path / "notes.db"
+    others.mkdir()
+    (others / "mine.txt").write_text("keep")
+    with pytest.raises(RnnembedError, match="a folder of other files, not a Milvus Lite"):
+        VectorStore(others, model=lm)
+    assert [f.name for f in others.iterdir()] == ["mine.txt"]
     with pytest.raises(RnnembedError, match="neither a Milvus Lite database path"):
         VectorStore(tmp_path / "index.sqlite", model=lm)
     with pytest.raises(RnnembedError, match="no such database"):

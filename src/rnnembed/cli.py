@@ -405,7 +405,7 @@ def embed(
     from rnnembed.language_model import LanguageModel
 
     check_writable(out)
-    if any(out.resolve() == path.resolve() for path in inputs):
+    if out.is_file() and any(path.is_file() and out.samefile(path) for path in inputs):
         raise RnnembedError(f"--out {out} is one of the inputs; write the vectors elsewhere")
     lm = LanguageModel.load(model)
     read = {"encoding": encoding, "field": field, "column": column}

@@ -58,6 +58,8 @@ def corpus_files(paths: Iterable[str | Path]) -> list[Path]:
             )
         elif p.is_file():
             files.append(p)
+        elif p.exists() or p.is_symlink():  # a FIFO, a device, a link to itself
+            raise RnnembedError(f"{p}: not a regular file or folder; give text files or folders")
         else:
             raise RnnembedError(f"{p}: no such file or folder; check the path")
     return files

@@ -58,6 +58,7 @@ logging.getLogger("pymilvus.client.connection_manager").setLevel(logging.CRITICA
 logging.getLogger("pymilvus.client.iterator.query_iterator").setLevel(logging.ERROR)
 
 DEFAULT_URI = "./rnnembed.db"
+LITE_MARKER = "databases"  # a folder Milvus Lite 3 makes in every database it creates
 MODES = ("dense", "bm25", "hybrid")
 ANALYZERS = {
     "standard": {"type": "standard"},  # words, lowercased
@@ -618,6 +619,11 @@ def _connect(uri: str, token: str, create: bool) -> tuple[MilvusClient, str | No
         )
     if not create and not path.exists():
         raise RnnembedError(f"{uri}: no such database; build one with `rnnembed index`")
+    if path.is_dir() and any(path.iterdir()) and not (path / LITE_MARKER).is_dir():
+        raise RnnembedError(
+            f"{uri} is a folder of other files, not a Milvus Lite database (it has no "
+            f"{LITE_MARKER}/); pass another --db path"
+        )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

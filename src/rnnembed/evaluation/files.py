@@ -24,6 +24,8 @@ def data_root(data_dir: str | Path | None, task: str, wanted: str) -> Path:
 
 def require(path: Path, task: str, hint: str) -> Path:
     """``path`` if it is a file, else an error that says what to pass."""
+    if path.is_dir():
+        raise RnnembedError(f"{task}: {path} is a folder, not a file; {hint}")
     if not path.is_file():
         raise RnnembedError(f"{task}: {path} is absent; {hint}")
     return path
