@@ -202,6 +202,9 @@ def test_malformed_json_and_oversized_bodies(url):
         headers=AUTH | {"content-type": "application/json"},
     )
     assert_openai_error(response, 400)
+    response = httpx.post(f"{url}/v1/embeddings", content=b'{"input": "hi"}', headers=AUTH)
+    assert_openai_error(response, 422)  # JSON, but not said to be: the message says what to send
+    assert "Content-Type: application/json" in response.json()["error"]["message"]
     big = {"input": ["x" * 1_000_000] * 9}  # 9 MB, over the default 8 MiB
     assert_openai_error(post(url, "/v1/embeddings", big), 413)
 

@@ -572,7 +572,10 @@ def _add_error_handlers(app: FastAPI) -> None:
                 "list of lists of token ids"
             )
         elif param is None:
-            message = f"the request body is missing or not a JSON object: {first['msg']}"
+            message = (
+                "the request body is missing or not a JSON object (send one, with "
+                f"'Content-Type: application/json'): {first['msg']}"
+            )
         else:
             message = f"invalid '{'.'.join(loc)}': {first['msg']}"
         return ApiError(422, message, param=param, code=first["type"]).response()
