@@ -359,6 +359,10 @@ def test_unknown_task_mode_or_split_and_missing_files_say_what_to_pass(tmp_path,
         evaluate(None, "mr", data_dir=tmp_path, split="test", mode="bm25")
     with pytest.raises(RnnembedError, match="corpus.jsonl is absent; pass --data-dir"):
         evaluate(None, "beir", data_dir=tmp_path, mode="bm25")
+    textless = beir_folder(tmp_path / "textless")
+    write(textless / "corpus.jsonl", [json.dumps({"_id": "d1", "title": "", "text": " "})])
+    with pytest.raises(RnnembedError, match="no document has a title or text"):
+        evaluate(None, "beir", data_dir=textless, mode="bm25")
     small = write(tmp_path / "small.all", polarity_lines(4))
     with pytest.raises(RnnembedError, match="needs at least 10 sentences of some class"):
         evaluate(None, "mr", file=small, mode="bm25")

@@ -258,6 +258,8 @@ def test_bad_arguments_are_clear_errors(store):
     with pytest.raises(RnnembedError, match="sources"):
         store.add(["a", "b"], sources=["only one"])
     before = store.count()
+    with pytest.raises(RnnembedError, match="metadata 1 is not plain JSON"):
+        store.add(["a", "b"], metadata=[{}, {"x": float("nan")}])  # Milvus would keep null
     with pytest.raises(RnnembedError, match=r"source 1 holds '\\udcff', a lone surrogate"):
         store.add(["a", "b"], sources=["a.txt", "b\udcff.txt"])  # a file name not in UTF-8
     assert store.count() == before

@@ -342,6 +342,13 @@ class VectorStore:
             check_unicode(source, f"source {i}")
             if not isinstance(meta, dict):
                 raise RnnembedError(f"metadata {i} is not a dict; give a JSON object per text")
+            try:
+                json.dumps(meta, allow_nan=False)
+            except (TypeError, ValueError) as exc:  # Milvus would store such a value as null
+                raise RnnembedError(
+                    f"metadata {i} is not plain JSON ({exc}); give strings, finite numbers, "
+                    "booleans, null, lists and objects"
+                ) from None
         ids = [row_id(text, source) for text, source in zip(texts, sources, strict=True)]
         chosen, seen = [], self._existing(ids)  # each new id once, at its first position
         for i, id_ in enumerate(ids):

@@ -158,6 +158,8 @@ def search(
     if not judged:
         raise RnnembedError(f"{folder}: no query in queries.jsonl is judged in qrels/{split}.tsv")
     docs = indexed_documents(corpus)
+    if not docs:
+        raise RnnembedError(f"{folder}/corpus.jsonl: no document has a title or text to search")
     texts = [text for _, text in docs]
     asked = [q for q in judged if q["text"].strip()]
     asked_texts = [q["text"] for q in asked]
