@@ -227,3 +227,8 @@ def test_resume_refuses_changed_settings_and_reads_a_metrics_line_cut_short(tmp_
     metrics.write_text("{bad\n" + metrics.read_text(encoding="utf-8"), encoding="utf-8")
     with pytest.raises(RnnembedError, match=r"metrics.jsonl:1: not a JSON record"):
         LanguageModel.train([train], out, resume=True)
+    saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    saved["train"]["optimizer"] = "lion"  # a damaged config is refused, not trained as adamw
+    (out / "config.json").write_text(json.dumps(saved), encoding="utf-8")
+    with pytest.raises(RnnembedError, match="unknown optimizer 'lion'"):
+        LanguageModel.train([train], out, resume=True)

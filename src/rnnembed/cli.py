@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> None:
         app(args=argv, prog_name="rnnembed")
     except RnnembedError as exc:
         _print_error(str(exc))
-    except OSError as exc:  # the system refused a path: permissions, a folder where a file goes
-        _print_error(f"{exc}; check the path and its permissions")
+    except OSError as exc:  # the system refused: permissions, a folder where a file goes, ...
+        _print_error(f"{exc}; check the path and its permissions" if exc.filename else str(exc))
 
 
 def _print_error(message: str) -> None:

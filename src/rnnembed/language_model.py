@@ -126,6 +126,7 @@ class LanguageModel:
                 )
             saved = _read_config(out)
             config = _saved_train_config(out, saved)
+            config.check()  # as a new run's: make_optimizer and use_bf16 trust the config
             tok = Tokenizer.load(out / TOKENIZER)
             given = {**options, **({"tokenizer": tokenizer} if tokenizer else {})}
             _check_resumed_options(out, {**config.to_dict(), "tokenizer": tok.kind}, given)

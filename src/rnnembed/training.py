@@ -50,11 +50,13 @@ METRICS = "metrics.jsonl"
 # TrainConfig's numbers: (names, test, what it asks); 0 for a shape or lr: chosen for the budget
 _RANGES: list[tuple[tuple[str, ...], Callable[[float], bool], str]] = [
     (
-        ("layers", "hidden", "embedding", "batch_size", "bptt", "lr", "weight_decay", "clip"),
+        (
+            *("layers", "hidden", "embedding", "batch_size", "bptt"),
+            *("lr", "weight_decay", "clip", "patience", "evaluations", "eval_tokens"),
+        ),
         lambda v: v >= 0,
         "at least 0",
     ),
-    (("patience", "evaluations", "eval_tokens"), lambda v: v >= 0, "at least 0"),
     (("minutes", "epochs", "checkpoint_minutes"), lambda v: v > 0, "above 0"),
     (("warmup", "final_lr"), lambda v: 0 <= v <= 1, "from 0 to 1"),
     (
