@@ -52,6 +52,13 @@ def test_jsonl_field_and_csv_column(tmp_path):
     short.write_text("id,text\n1,hello\n\n2\n3,world\n", encoding="utf-8")
     with pytest.raises(RnnembedError, match=r"short.csv:4: 1 column\(s\), so no 'text'"):
         list(iter_texts([short]))  # a short row is an error, not a record silently left out
+    unclosed = tmp_path / "unclosed.csv"
+    unclosed.write_text('text,n\nfine,1\n"open,2\nmore,3\n', encoding="utf-8")
+    with pytest.raises(RnnembedError, match=r"unclosed.csv:3: a quote .* never closed"):
+        list(iter_texts([unclosed]))  # Python's csv read the rest of the file as one text
+    sloppy = tmp_path / "sloppy.csv"
+    sloppy.write_text('text\n"a ""b"""\n"two\nlines" and more\n', encoding="utf-8")
+    assert list(iter_texts([sloppy])) == ['a "b"', "two\nlines and more"]  # loose, but closed
     numeric = tmp_path / "numeric.jsonl"
     numeric.write_text('{"text": 5}\n', encoding="utf-8")
     with pytest.raises(RnnembedError, match="numeric.jsonl:1: field 'text' holds 5, not a string"):

@@ -183,7 +183,14 @@ def _read_table(
     path: Path, lines: Iterator[tuple[int, str]], column: str, delimiter: str
 ) -> Iterator[Record]:
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    reader = csv.reader((line for _, line in lines), delimiter=delimiter)
+    raw: list[str] = []  # the lines of the row being read
+
+    def keep(numbered: Iterator[tuple[int, str]]) -> Iterator[str]:
+        for _, line in numbered:
+            raw.append(line)
+            yield line
+
+    reader = csv.reader(keep(lines), delimiter=delimiter)
     header = next(reader, None)
     if header is None:
         return
@@ -192,13 +199,38 @@ def _read_table(
             f"{path}: no column {column!r} (columns: {', '.join(header)}); pass --column NAME"
         )
     index = header.index(column)
+    last: tuple[Record, list[str]] | None = None  # held back: only the last row can be open
     row_start = reader.line_num + 1
+    raw.clear()
     for row in reader:
+        if last is not None:
+            yield last[0]
+            last = None
         if len(row) > index:
-            yield Record(row[index], path, row_start)
+            last = Record(row[index], path, row_start), raw[:]
         elif row:  # a blank line is an empty row
             raise RnnembedError(
                 f"{path}:{row_start}: {len(row)} column(s), so no {column!r} (column "
                 f"{index + 1}); fix the row"
             )
         row_start = reader.line_num + 1
+        raw.clear()
+    if last is not None:
+        _check_closed(last[0], last[1], delimiter)
+        yield last[0]
+
+
+def _check_closed(record: Record, raw: list[str], delimiter: str) -> None:
+    """RnnembedError if ``record`` ran to the end of the file inside a quoted field (Python's
+    csv reads an unclosed quote to the end silently: the rest of the file became one text)."""
+    if len(raw) < 2:
+        return
+    try:
+        list(csv.reader(raw, delimiter=delimiter, strict=True))
+    except csv.Error as exc:
+        if "unexpected end of data" in str(exc):
+            raise RnnembedError(
+                f"{record.path}:{record.line}: a quote opened in this row is never closed, so "
+                f"the rest of the file ({len(raw)} lines) would be one text; close the quote "
+                'or double it ("") to write a quote character'
+            ) from None
