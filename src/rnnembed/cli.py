@@ -15,6 +15,7 @@ from rich.table import Column as TableColumn
 from rich.table import Table
 from rich.text import Text
 
+from rnnembed.config import DEFAULT_TEMPERATURE
 from rnnembed.errors import RnnembedError
 
 app = typer.Typer(
@@ -159,7 +160,9 @@ def train(
     cell: Annotated[str, typer.Option(help="lstm, gru or elman.")] = "lstm",
     layers: Annotated[int, typer.Option(help="Recurrent layers (0: pick for the budget).")] = 0,
     hidden: Annotated[int, typer.Option(help="Hidden size (0: pick for the budget).")] = 0,
-    minutes: Annotated[float | None, typer.Option(help="Wall-clock budget in minutes.")] = None,
+    minutes: Annotated[
+        float | None, typer.Option(help="Wall-clock budget in minutes (10 when no --epochs).")
+    ] = None,
     epochs: Annotated[float | None, typer.Option(help="Budget in passes over the corpus.")] = None,
     optimizer: Annotated[str, typer.Option(help="adamw or sgd.")] = "adamw",
     lr: Annotated[float, typer.Option(help="Peak learning rate (0: pick).")] = 0.0,
@@ -167,7 +170,11 @@ def train(
     bptt: Annotated[int, typer.Option(help="Steps of backpropagation through time (0: pick).")] = 0,
     seed: Annotated[int, typer.Option(help="One seed for everything.")] = 0,
     bidirectional: Annotated[
-        bool, typer.Option(help="Also train a backward LM; embeddings then read both ways.")
+        bool,
+        typer.Option(
+            help="Also train a backward LM (each half of --minutes, or all --epochs); embeddings "
+            "then read both ways."
+        ),
     ] = False,
     encoding: Encoding = "utf-8",
     field: Field = "text",
@@ -269,7 +276,9 @@ def generate(
     model: Annotated[Path, typer.Argument(help="A model folder.")],
     prompt: Annotated[str, typer.Option(help="Text to continue.")] = "",
     max_tokens: Annotated[int, typer.Option(help="Tokens to sample.")] = 100,
-    temperature: Annotated[float, typer.Option(help="Softmax temperature; 0 is greedy.")] = 0.8,
+    temperature: Annotated[
+        float, typer.Option(help="Softmax temperature; 0 is greedy.")
+    ] = DEFAULT_TEMPERATURE,
     top_k: Annotated[int, typer.Option(help="Sample among the k likeliest (0: all).")] = 0,
     top_p: Annotated[float, typer.Option(help="Nucleus: the smallest set with this mass.")] = 1.0,
     seed: Annotated[int | None, typer.Option(help="Seed for a repeatable sample.")] = None,

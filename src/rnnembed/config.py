@@ -10,6 +10,7 @@ from rnnembed.errors import RnnembedError
 
 T = TypeVar("T", bound="JsonConfig")
 SEEDS = (-(2**63), 2**64 - 1)  # what torch.manual_seed takes
+DEFAULT_TEMPERATURE = 0.8  # sampling's default, for every caller: a little sharper than the model
 
 
 def check_seed(seed: int) -> None:

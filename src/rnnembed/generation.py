@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from rnnembed.config import check_seed
+from rnnembed.config import DEFAULT_TEMPERATURE, check_seed
 from rnnembed.errors import RnnembedError
 from rnnembed.model import RecurrentLM
 
@@ -29,7 +29,7 @@ def sample(
     model: RecurrentLM,
     context: list[int],
     max_tokens: int,
-    temperature: float = 1.0,
+    temperature: float = DEFAULT_TEMPERATURE,
     top_k: int = 0,
     top_p: float = 1.0,
     seed: int | None = None,

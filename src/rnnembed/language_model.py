@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from rnnembed import embedding
 from rnnembed.atomic import atomic_path, atomic_write, check_writable
+from rnnembed.config import DEFAULT_TEMPERATURE
 from rnnembed.corpus import iter_texts
 from rnnembed.embedding import DEFAULT_POOLING, EmbeddingStream
 from rnnembed.errors import RnnembedError
@@ -312,7 +313,7 @@ class LanguageModel:
         self,
         prompt: str = "",
         max_tokens: int = 100,
-        temperature: float = 1.0,
+        temperature: float = DEFAULT_TEMPERATURE,
         top_k: int = 0,
         top_p: float = 1.0,
         seed: int | None = None,

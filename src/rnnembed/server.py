@@ -56,7 +56,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rnnembed.batching import Batch, Batcher, QueueFull
-from rnnembed.config import SEEDS
+from rnnembed.config import DEFAULT_TEMPERATURE, SEEDS
 from rnnembed.errors import RnnembedError
 
 if TYPE_CHECKING:
@@ -149,7 +149,7 @@ class DocumentsRequest(BaseModel):
 class GenerateRequest(BaseModel):
     prompt: StrictStr = ""
     max_tokens: StrictInt = Field(100, ge=1)
-    temperature: float = Field(0.8, ge=0)
+    temperature: float = Field(DEFAULT_TEMPERATURE, ge=0)
     top_k: StrictInt = Field(0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
     seed: StrictInt | None = Field(None, ge=SEEDS[0], le=SEEDS[1])
