@@ -357,3 +357,19 @@ def test_precomputed_vectors_and_a_fake_model(new_store):
         s._insert(["a", "b", "c", "d"], ["x", "y", "z", "w"], [""] * 4, [{}] * 4, vectors)
         assert [h.id for h in s._search_vectors(vectors[2:3], k=1)[0]] == ["c"]
         assert s.search("anything", k=1)[0].id == "a"
+
+
+def test_adding_to_a_lite_collection_stored_earlier_warns_of_its_bm25(lm, chunks, backend, caplog):
+    uri, collection = backend[1]()
+    texts = [t for t, _ in chunks[:6]]
+    with VectorStore(uri, model=lm, collection=collection) as s:
+        s.add(texts[:3])
+        s.add(texts[3:4])  # the same session: its rows share the segment's statistics
+    assert "scores BM25 with each segment's own" not in caplog.text
+    with VectorStore(uri, model=lm, collection=collection) as s:
+        s.add(texts[:3])  # nothing new
+        assert "scores BM25 with each segment's own" not in caplog.text
+        s.add(texts[4:5])
+        s.add(texts[5:6])
+    warned = caplog.text.count("scores BM25 with each segment's own")
+    assert warned == (1 if backend[0] == "milvus-lite" else 0)  # a server pools its statistics

@@ -144,6 +144,7 @@ class VectorStore:
         self.dim = model.dim(pooling)
         self.fingerprint = model.fingerprint(pooling)
         self.client, self._lite_path = _connect(self.uri, token, create)
+        self._added = False  # whether this store has inserted rows yet
         try:
             self.analyzer = self._open(analyzer, create)
         except BaseException:
@@ -355,6 +356,9 @@ class VectorStore:
             if id_ not in seen:
                 seen.add(id_)
                 chosen.append(i)
+        if chosen and not self._added:
+            self._warn_of_lite_bm25()
+            self._added = True
         for start in range(0, len(chosen), BATCH):
             part = chosen[start : start + BATCH]
             vectors = self.model.encode([texts[i] for i in part], pooling=self.pooling)
@@ -366,6 +370,17 @@ class VectorStore:
                 vectors,
             )
         return ids
+
+    def _warn_of_lite_bm25(self) -> None:
+        """Warn, before a Milvus Lite store's first insert into rows stored earlier, that Milvus
+        Lite scores BM25 within each segment, and rows added in another session form their own."""
+        if self._lite_path is not None and self.count() > 0:
+            log.warning(
+                "Milvus Lite scores BM25 with each segment's own statistics, and the rows added "
+                "now form a segment of their own: bm25 and hybrid search may rank them too low; "
+                "where that matters, index all files in one run into a new database, or use a "
+                "Milvus server"
+            )
 
     def _insert(
         self,
