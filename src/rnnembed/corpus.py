@@ -223,14 +223,12 @@ def _read_table(
 def _check_closed(record: Record, raw: list[str], delimiter: str) -> None:
     """RnnembedError if ``record`` ran to the end of the file inside a quoted field (Python's
     csv reads an unclosed quote to the end silently: the rest of the file became one text)."""
-    if len(raw) < 2:
-        return
     try:
         list(csv.reader(raw, delimiter=delimiter, strict=True))
     except csv.Error as exc:
         if "unexpected end of data" in str(exc):
             raise RnnembedError(
                 f"{record.path}:{record.line}: a quote opened in this row is never closed, so "
-                f"the rest of the file ({len(raw)} lines) would be one text; close the quote "
-                'or double it ("") to write a quote character'
+                'the rest of the file would be one text; close the quote, or double it ("") '
+                "to write a quote character"
             ) from None
