@@ -56,6 +56,17 @@ def test_jsonl_field_and_csv_column(tmp_path):
     unclosed.write_text('text,n\nfine,1\n"open,2\nmore,3\n', encoding="utf-8")
     with pytest.raises(RnnembedError, match=r"unclosed.csv:3: a quote .* never closed"):
         list(iter_texts([unclosed]))  # Python's csv read the rest of the file as one text
+    for name, content, line in [
+        ("loose.csv", 'text,n\n"a" b,"1\nmore,3\n', 2),  # loose quoting before the open one
+        ("header.csv", 'text,"n\nhello,1\n', 1),
+    ]:
+        (tmp_path / name).write_text(content, encoding="utf-8")
+        with pytest.raises(RnnembedError, match=rf"{name}:{line}: a quote .* never closed"):
+            list(iter_texts([tmp_path / name]))
+    carriage = tmp_path / "carriage.csv"
+    carriage.write_bytes(b"text\ra\rb\r")
+    with pytest.raises(RnnembedError, match=r"carriage.csv:1: not valid CSV .*line endings"):
+        list(iter_texts([carriage]))
     sloppy = tmp_path / "sloppy.csv"
     sloppy.write_text('text\n"a ""b"""\n"two\nlines" and more\n', encoding="utf-8")
     assert list(iter_texts([sloppy])) == ['a "b"', "two\nlines and more"]  # loose, but closed

@@ -191,44 +191,51 @@ def _read_table(
             yield line
 
     reader = csv.reader(keep(lines), delimiter=delimiter)
-    header = next(reader, None)
-    if header is None:
-        return
-    if column not in header:
-        raise RnnembedError(
-            f"{path}: no column {column!r} (columns: {', '.join(header)}); pass --column NAME"
-        )
-    index = header.index(column)
-    last: tuple[Record, list[str]] | None = None  # held back: only the last row can be open
-    row_start = reader.line_num + 1
-    raw.clear()
-    for row in reader:
-        if last is not None:
-            yield last[0]
-            last = None
-        if len(row) > index:
-            last = Record(row[index], path, row_start), raw[:]
-        elif row:  # a blank line is an empty row
+    try:
+        header = next(reader, None)
+        if header is None:
+            return
+        if column not in header:
             raise RnnembedError(
-                f"{path}:{row_start}: {len(row)} column(s), so no {column!r} (column "
-                f"{index + 1}); fix the row"
+                f"{path}: no column {column!r} (columns: {', '.join(header)}); pass --column NAME"
             )
+        index = header.index(column)
+        last: Record | None = None  # held back: only the file's last row can be open
+        tail, tail_line = raw[:], 1  # the last row's lines (the header's until a row follows)
         row_start = reader.line_num + 1
         raw.clear()
+        for row in reader:
+            if last is not None:
+                yield last
+                last = None
+            if len(row) > index:
+                last = Record(row[index], path, row_start)
+            elif row:  # a blank line is an empty row
+                raise RnnembedError(
+                    f"{path}:{row_start}: {len(row)} column(s), so no {column!r} (column "
+                    f"{index + 1}); fix the row"
+                )
+            tail, tail_line = raw[:], row_start
+            row_start = reader.line_num + 1
+            raw.clear()
+    except csv.Error as exc:  # a bare carriage return outside quotes: old Mac line endings
+        reason = str(exc).split(" - ")[0]  # not its advice to the programmer about newline mode
+        raise RnnembedError(
+            f"{path}:{reader.line_num}: not valid CSV ({reason}); fix the row, or save the file "
+            "with \\n or \\r\\n line endings"
+        ) from None
+    _check_closed(path, tail_line, tail, delimiter)
     if last is not None:
-        _check_closed(last[0], last[1], delimiter)
-        yield last[0]
+        yield last
 
 
-def _check_closed(record: Record, raw: list[str], delimiter: str) -> None:
-    """RnnembedError if ``record`` ran to the end of the file inside a quoted field (Python's
-    csv reads an unclosed quote to the end silently: the rest of the file became one text)."""
-    try:
-        list(csv.reader(raw, delimiter=delimiter, strict=True))
-    except csv.Error as exc:
-        if "unexpected end of data" in str(exc):
-            raise RnnembedError(
-                f"{record.path}:{record.line}: a quote opened in this row is never closed, so "
-                'the rest of the file would be one text; close the quote, or double it ("") '
-                "to write a quote character"
-            ) from None
+def _check_closed(path: Path, line: int, raw: list[str], delimiter: str) -> None:
+    """RnnembedError if ``raw`` (the lines of the file's last row) ends inside a quoted field:
+    Python's csv reads an unclosed quote to the end silently, the rest of the file one text. A
+    line break after a closed row starts a row of its own; inside a quote it does not."""
+    if len(list(csv.reader([*raw, "\n"], delimiter=delimiter))) < 2:
+        raise RnnembedError(
+            f"{path}:{line}: a quote opened in this row is never closed, so the rest of the "
+            'file would be one text; close the quote, or double it ("") to write a quote '
+            "character"
+        )
