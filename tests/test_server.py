@@ -21,6 +21,7 @@ import uvicorn
 from conftest import free_port
 from rnnembed import cli
 from rnnembed.chunking import read_chunks
+from rnnembed.config import DEFAULT_TEMPERATURE
 from rnnembed.server import ServerConfig, create_app
 from rnnembed.store import VectorStore
 
@@ -235,6 +236,7 @@ def test_the_key_is_needed_everywhere_but_health_and_the_page(url):
     assert httpx.get(f"{url}/health").status_code == 200
     page = httpx.get(f"{url}/")
     assert page.status_code == 200 and 'id="query"' in page.text
+    assert f'id="temperature" type="number" value="{DEFAULT_TEMPERATURE}"' in page.text
 
 
 def test_concurrent_requests_are_all_answered_correctly(client, lm, chunks):

@@ -344,6 +344,7 @@ def create_app(
     store_lock = threading.Lock()
     created = int(time.time())
     page = files("rnnembed").joinpath("static/index.html").read_text(encoding="utf-8")
+    page = page.replace("__DEFAULT_TEMPERATURE__", str(DEFAULT_TEMPERATURE))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
