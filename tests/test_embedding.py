@@ -257,10 +257,40 @@ def test_bad_arguments_are_clear_errors(models):
     lm = models["bpe"]
     with pytest.raises(RnnembedError, match="unknown pooling"):
         lm.encode(["x"], pooling="median")
-    with pytest.raises(RnnembedError, match="list of texts"):
+    with pytest.raises(RnnembedError, match="texts must be a list of strings, not str"):
         lm.encode("just a string")
-    with pytest.raises(RnnembedError, match="batch_size must be at least 1, not 0"):
-        lm.encode(["x"], batch_size=0)
+    for size in (0, 2.5):
+        with pytest.raises(RnnembedError, match=f"batch_size must be a whole number.*not {size}"):
+            lm.encode(["x"], batch_size=size)
+    with pytest.raises(RnnembedError, match="text 1 is NoneType, not a string"):
+        lm.encode(["x", None])
+    assert lm.encode(t for t in ["a generator of texts"]).shape == (1, lm.dim())
+    with pytest.raises(RnnembedError, match="fed text 0 is bytes"):
+        lm.stream().feed(b"bytes")
+
+
+def test_a_damaged_stream_state_is_refused_and_changes_nothing(models):
+    lm = models["bpe"]
+    saved = lm.stream()
+    saved.feed("Exceptions are raised with the ra")
+    state = saved.state()
+    layers = state["model_state"]
+    for damaged in [
+        None,
+        {**state, "model_state": "garbage"},
+        {**state, "model_state": layers[:-1]},
+        {**state, "pool": [np.zeros((1, 3))] * len(state["pool"])},
+        {**state, "model_state": [[np.full_like(t, np.nan) for t in layer] for layer in layers]},
+        {**state, "tokens": "many"},
+        {k: v for k, v in state.items() if k != "pool"},
+    ]:
+        stream = lm.stream()
+        stream.feed("The for sta")
+        before = (stream.pending, stream.tokens, stream.vector())
+        with pytest.raises(RnnembedError, match="this stream state is damaged"):
+            stream.restore(damaged)
+        assert (stream.pending, stream.tokens) == before[:2]
+        np.testing.assert_array_equal(stream.vector(), before[2])
 
 
 def test_a_bidirectional_model_reads_both_ways(tmp_path, small_corpus, monkeypatch):

@@ -4,7 +4,7 @@ import shutil
 import pytest
 import torch
 
-from rnnembed import RnnembedError
+from rnnembed import RnnembedError, generation
 from rnnembed.language_model import LanguageModel
 
 TINY = {"layers": 1, "hidden": 32, "batch_size": 8, "bptt": 16, "lr": 1e-2, "epochs": 0.5}
@@ -69,6 +69,7 @@ def test_generate_is_deterministic_under_a_seed(model_dir):
         {"top_p": 0},
         {"top_p": 1.5},
         {"seed": 2**64},
+        {"seed": 1.5},
     ],
 )
 def test_generate_refuses_settings_it_cannot_sample_with(model_dir, options):
@@ -76,6 +77,26 @@ def test_generate_refuses_settings_it_cannot_sample_with(model_dir, options):
     ((name, value),) = options.items()
     with pytest.raises(RnnembedError, match=rf"^{name} must be .*, not {value}$"):
         lm.generate("The", **{"max_tokens": 5, **options})
+
+
+def test_sampling_settings_of_the_wrong_type_and_texts_that_are_not_lists(model_dir):
+    lm = LanguageModel.load(model_dir)
+    for options in ({"max_tokens": 2.5}, {"top_k": 1.5}, {"top_p": "0.5"}):
+        with pytest.raises(RnnembedError, match="must be whole numbers, temperature and top_p"):
+            lm.generate("The", **options)
+    assert lm.generate("The", max_tokens=8, temperature=1e-45) == lm.generate(
+        "The", max_tokens=8, temperature=0
+    )  # a temperature so small that the scaled logits overflow samples greedily
+    with pytest.raises(RnnembedError, match="texts must be a list of strings, not str"):
+        lm.perplexity("read one character per line")
+
+
+def test_a_long_prompt_is_read_in_windows_with_the_same_result(model_dir, monkeypatch):
+    lm = LanguageModel.load(model_dir)
+    prompt = "The quick brown fox jumps over the lazy dog. " * 4
+    whole = lm.generate(prompt, max_tokens=12, temperature=0)
+    monkeypatch.setattr(generation, "CONTEXT_WINDOW", 5)
+    assert lm.generate(prompt, max_tokens=12, temperature=0) == whole
 
 
 def test_eval_of_bad_files_is_a_clear_error(model_dir, tmp_path):

@@ -262,7 +262,23 @@ def test_bad_arguments_are_clear_errors(store):
         store.add(["a", "b"], metadata=[{}, {"x": float("nan")}])  # Milvus would keep null
     with pytest.raises(RnnembedError, match=r"source 1 holds '\\udcff', a lone surrogate"):
         store.add(["a", "b"], sources=["a.txt", "b\udcff.txt"])  # a file name not in UTF-8
+    for meta, problem in [({1: "x"}, "the key 1 is not a string"), ({"n": 2**70}, "64 bits")]:
+        texts = [f"a new text {i}" for i in range(600)]  # more than one insert's batch
+        with pytest.raises(RnnembedError, match=f"metadata 599 is not plain JSON .*{problem}"):
+            store.add(texts, metadata=[{}] * 599 + [meta])  # Milvus refused it mid-way
+    with pytest.raises(RnnembedError, match="sources must be a list of strings, not str"):
+        store.add(["a", "b"], sources="ab")  # it was read as the sources "a" and "b"
     assert store.count() == before
+
+
+def test_a_closed_store_says_so(lm, new_store):
+    s = new_store(model=lm)
+    s.add(["some text to keep"])
+    s.close()
+    for use in (s.count, lambda: s.search("text"), lambda: s.add(["more"])):
+        with pytest.raises(RnnembedError, match="this VectorStore is closed"):
+            use()
+    s.close()  # closing twice is fine
 
 
 def test_another_model_or_dimension_is_refused(lm, store, tmp_path):

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict, fields
 from typing import Any, TypeVar
 
+import numpy as np
+
 from rnnembed.errors import RnnembedError
 
 T = TypeVar("T", bound="JsonConfig")
@@ -14,8 +16,13 @@ DEFAULT_TEMPERATURE = 0.8  # sampling's default, for every caller: a little shar
 
 
 def check_seed(seed: int) -> None:
-    if not SEEDS[0] <= seed <= SEEDS[1]:
-        raise RnnembedError(f"seed must be a whole number from -2**63 to 2**64 - 1, not {seed}")
+    if not is_whole(seed) or not SEEDS[0] <= seed <= SEEDS[1]:
+        raise RnnembedError(f"seed must be a whole number from -2**63 to 2**64 - 1, not {seed!r}")
+
+
+def is_whole(value: object) -> bool:
+    """Whether ``value`` is an int (numpy's too), not a bool."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
 class JsonConfig:

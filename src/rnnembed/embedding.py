@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from rnnembed.chunking import split_sentences
 from rnnembed.errors import RnnembedError
 from rnnembed.model import CorpusStats, RecurrentLM, State, flatten_state, unflatten_state
+from rnnembed.tokenizer import check_text, check_texts, check_unicode
 
 if TYPE_CHECKING:
     from rnnembed.language_model import LanguageModel
@@ -276,13 +277,12 @@ def encode(
     the state, so time grows linearly with length and memory stays bounded.
     """
     check_pooling(pooling)
-    if isinstance(texts, str):
-        raise RnnembedError("encode takes a list of texts; wrap a single text in a list")
-    if batch_size < 1:
-        raise RnnembedError(f"batch_size must be at least 1, not {batch_size}")
+    texts = check_texts(texts)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise RnnembedError(f"batch_size must be a whole number, at least 1, not {batch_size!r}")
     _check_stats(lm, pooling)
     eos = lm.tokenizer.eos_id
-    token_ids = lm.tokenizer.encode_batch(list(texts))
+    token_ids = lm.tokenizer.encode_batch(texts)
     parts = []
     for model in directions(lm):
         sequences = reading_order(token_ids, eos, backward=model is lm.backward)
@@ -408,6 +408,8 @@ class EmbeddingStream:
 
     def feed(self, text: str) -> None:
         """Read more text."""
+        check_text(text, 0, "fed text")
+        check_unicode(text)
         final, self.pending = self.lm.tokenizer.split_final(self.pending + text)
         ids = self.lm.tokenizer.encode(final) if final else []
         if ids:
@@ -437,18 +439,52 @@ class EmbeddingStream:
 
     def restore(self, saved: dict) -> EmbeddingStream:
         """Continue from :meth:`state` (of a stream of the same model and pooling)."""
+        if not isinstance(saved, dict):
+            raise _damaged_state(f"it is a {type(saved).__name__}, not the dict state() gives")
         if saved.get("fingerprint") != self.lm.fingerprint(self.pooling):
             raise RnnembedError(
                 "this stream state comes from another model or pooling, or from an earlier "
                 "rnnembed whose pooling computed other vectors; start a new stream"
             )
-        device = self.lm.device
-        self.pending, self.tokens = saved["pending"], saved["tokens"]
-        self._pool = Pool(self.pooling, *(torch.tensor(a, device=device) for a in saved["pool"]))
-        self._state = unflatten_state(
-            [[torch.tensor(a, device=device) for a in layer] for layer in saved["model_state"]]
-        )
+        pending, tokens = saved.get("pending"), saved.get("tokens")
+        if not isinstance(pending, str) or isinstance(tokens, bool) or not isinstance(tokens, int):
+            raise _damaged_state("'pending' must be text and 'tokens' a whole number")
+        pool = _tensors_like(saved.get("pool"), self._pool.tensors(), "pool")
+        layers = flatten_state(self._state)
+        state = saved.get("model_state")
+        if not isinstance(state, list | tuple) or len(state) != len(layers):
+            raise _damaged_state(f"'model_state' must hold {len(layers)} layers")
+        restored = [_tensors_like(a, b, "model_state") for a, b in zip(state, layers, strict=True)]
+        self.pending, self.tokens = pending, tokens
+        self._pool = Pool(self.pooling, *pool)
+        self._state = unflatten_state(restored)
         return self
+
+
+def _tensors_like(arrays: object, like: list[torch.Tensor], key: str) -> list[torch.Tensor]:
+    """``arrays`` as tensors of the shapes, dtypes and device of ``like``, or RnnembedError."""
+    if not isinstance(arrays, list | tuple) or len(arrays) != len(like):
+        raise _damaged_state(f"{key!r} must hold {len(like)} arrays")
+    out = []
+    for array, ref in zip(arrays, like, strict=True):
+        try:
+            tensor = torch.as_tensor(np.asarray(array, dtype=np.float32), device=ref.device)
+        except (TypeError, ValueError):
+            raise _damaged_state(f"{key!r} holds something that is not numbers") from None
+        if tensor.shape != ref.shape or tensor.isnan().any():  # (max pooling starts at -inf)
+            raise _damaged_state(
+                f"{key!r} holds an array of shape {tuple(tensor.shape)} (expected "
+                f"{tuple(ref.shape)}) or with values that are not numbers"
+            )
+        out.append(tensor.to(ref.dtype))
+    return out
+
+
+def _damaged_state(what: str) -> RnnembedError:
+    return RnnembedError(
+        f"this stream state is damaged: {what}; save it again with stream.state(), or start "
+        "a new stream"
+    )
 
 
 def fingerprint(lm: LanguageModel, pooling: str) -> str:

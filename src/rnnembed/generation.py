@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from rnnembed.config import DEFAULT_TEMPERATURE, check_seed
+from rnnembed.config import DEFAULT_TEMPERATURE, check_seed, is_whole
 from rnnembed.errors import RnnembedError
 from rnnembed.model import RecurrentLM
+
+CONTEXT_WINDOW = 512  # context tokens read per forward call: logits for each are kept
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -38,6 +40,12 @@ def sample(
     seed gives the same ids."""
     if not context:
         raise RnnembedError("sampling needs at least one context token")
+    real = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (temperature, top_p))
+    if not (real and is_whole(max_tokens) and is_whole(top_k)):
+        raise RnnembedError(
+            "max_tokens and top_k must be whole numbers, temperature and top_p numbers; got "
+            f"{max_tokens!r}, {top_k!r}, {temperature!r} and {top_p!r}"
+        )
     rules = [
         ("max_tokens", max_tokens, max_tokens >= 0, "at least 0"),
         ("temperature", temperature, temperature >= 0, "at least 0 (0: the likeliest token)"),
@@ -52,15 +60,20 @@ def sample(
     model.eval()
     device = next(model.parameters()).device
     generator = torch.Generator(device="cpu")
-    generator.manual_seed(seed if seed is not None else torch.seed())
-    out = model(torch.tensor([context], device=device))
-    logits, state = out.logits[0, -1].float().cpu(), out.state
+    generator.manual_seed(int(seed) if seed is not None else torch.seed())
+    state = None
+    for start in range(0, len(context), CONTEXT_WINDOW):  # memory bounded by the window
+        window = torch.tensor([context[start : start + CONTEXT_WINDOW]], device=device)
+        out = model(window, state)
+        state = out.state
+    logits = out.logits[0, -1].float().cpu()
     drawn: list[int] = []
     for _ in range(max_tokens):
-        if temperature == 0:
+        scaled = logits / temperature if temperature > 0 else logits
+        if temperature == 0 or not torch.isfinite(scaled).all():  # a tiny temperature: greedy
             token = int(logits.argmax())
         else:
-            filtered = filter_logits(logits / temperature, top_k, top_p)
+            filtered = filter_logits(scaled, top_k, top_p)
             token = int(torch.multinomial(filtered.softmax(dim=-1), 1, generator=generator))
         drawn.append(token)
         out = model(torch.tensor([[token]], device=device), state)

@@ -26,7 +26,7 @@ from rnnembed.errors import RnnembedError
 from rnnembed.generation import sample
 from rnnembed.model import ModelConfig, RecurrentLM, State, stream_loss
 from rnnembed.perplexity import Evaluation
-from rnnembed.tokenizer import Tokenizer
+from rnnembed.tokenizer import Tokenizer, check_texts
 from rnnembed.training import (
     CHECKPOINT,
     METRICS,
@@ -259,7 +259,7 @@ class LanguageModel:
         the vectors' centre and axes to where that domain's texts lie. Only texts of
         ``FIT_TOKENS`` tokens are fitted on. It changes the model for every caller while the
         block runs, so not for a model that is serving."""
-        texts = list(texts)
+        texts = check_texts(texts)
         models = embedding.directions(self)
         saved = [{k: v.clone() for k, v in m.stats.state_dict().items()} for m in models]
         try:
@@ -294,6 +294,8 @@ class LanguageModel:
     def evaluate(self, texts: Iterable[str]) -> Evaluation:
         """Loss, perplexity and bits per character of ``texts``, each a line (tokenized as in
         training: an ``<eos>`` after each)."""
+        if isinstance(texts, str | bytes) or not isinstance(texts, Iterable):
+            check_texts(texts)  # the error for one text where a list of them belongs
         ids, chars = self.tokenizer.encode_stream(texts)
         if len(ids) == 0:
             raise RnnembedError("nothing to evaluate: the text is empty")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import threading
 from collections import Counter
@@ -45,7 +46,7 @@ from pymilvus.milvus_client.index import IndexParam
 
 from rnnembed.corpus import source_file
 from rnnembed.errors import RnnembedError
-from rnnembed.tokenizer import check_unicode
+from rnnembed.tokenizer import check_texts, check_unicode
 
 log = logging.getLogger(__name__)
 # Every Milvus error reaches the caller as an RnnembedError carrying Milvus's message; without
@@ -159,9 +160,9 @@ class VectorStore:
 
     def close(self) -> None:
         """Let go of the connection (and of the Milvus Lite server, if this was its last user)."""
-        if self.client is not None:
+        if not isinstance(self.client, _ClosedClient):
             self.client.close()
-            self.client = None
+            self.client = _ClosedClient()
         if self._lite_path is not None:
             _release_lite(self._lite_path)
             self._lite_path = None
@@ -324,10 +325,12 @@ class VectorStore:
         Idempotent: texts whose id (from text and source) is already stored are neither
         embedded nor inserted again, and their ids are returned like the others.
         """
-        if isinstance(texts, str):
-            raise RnnembedError("add takes a list of texts; wrap a single text in a list")
-        texts = list(texts)
-        sources = [""] * len(texts) if sources is None else list(sources)
+        texts = check_texts(texts)
+        sources = [""] * len(texts) if sources is None else check_texts(sources, "source")
+        if metadata is not None and (
+            isinstance(metadata, dict) or not isinstance(metadata, Iterable)
+        ):
+            raise RnnembedError("metadata must be a list of dicts, one per text")
         metadata = [{}] * len(texts) if metadata is None else list(metadata)
         if not len(texts) == len(sources) == len(metadata):
             raise RnnembedError(
@@ -335,21 +338,18 @@ class VectorStore:
                 "give one of each per text"
             )
         for i, (text, source, meta) in enumerate(zip(texts, sources, metadata, strict=True)):
-            if not isinstance(text, str) or not text.strip():
-                raise RnnembedError(f"text {i} is empty or not a string; give non-empty texts")
-            if not isinstance(source, str):
-                raise RnnembedError(f"source {i} is not a string; give one string per text")
+            if not text.strip():
+                raise RnnembedError(f"text {i} is empty; give non-empty texts")
             check_unicode(text, f"text {i}")
             check_unicode(source, f"source {i}")
             if not isinstance(meta, dict):
                 raise RnnembedError(f"metadata {i} is not a dict; give a JSON object per text")
-            try:
-                json.dumps(meta, allow_nan=False)
-            except (TypeError, ValueError) as exc:  # Milvus would store such a value as null
+            problem = _json_problem(meta)
+            if problem:  # checked before any insert: Milvus refuses some, stores others as null
                 raise RnnembedError(
-                    f"metadata {i} is not plain JSON ({exc}); give strings, finite numbers, "
-                    "booleans, null, lists and objects"
-                ) from None
+                    f"metadata {i} is not plain JSON ({problem}); give objects with string "
+                    "keys, strings, finite numbers within 64 bits, booleans, null and lists"
+                )
         ids = [row_id(text, source) for text, source in zip(texts, sources, strict=True)]
         chosen, seen = [], self._existing(ids)  # each new id once, at its first position
         for i, id_ in enumerate(ids):
@@ -550,6 +550,13 @@ class VectorStore:
         return [[_hit(h, float(h["distance"])) for h in hits] for hits in raw]
 
 
+class _ClosedClient:
+    """The client of a closed store: any use of it says so."""
+
+    def __getattr__(self, name: str) -> None:
+        raise RnnembedError("this VectorStore is closed; open a new one to use the collection")
+
+
 class _NestedParamsIndex(IndexParam):
     """An index whose build parameters travel nested under "params", the form Milvus servers
     also accept and the only one Milvus Lite 3 reads: pymilvus 3 sends them flat, and Lite
@@ -576,6 +583,35 @@ def _binding(info: dict) -> dict:
     except (ValueError, AttributeError):  # a description that is not our JSON object
         return {}
     return recorded if isinstance(recorded, dict) else {}
+
+
+def _json_problem(value: object) -> str | None:
+    """What keeps ``value`` from being stored as Milvus JSON as it is, or None."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"the key {key!r} is not a string"
+            problem = _json_problem(key) or _json_problem(item)
+            if problem:
+                return problem
+    elif isinstance(value, list | tuple):
+        return next(filter(None, map(_json_problem, value)), None)
+    elif isinstance(value, str):
+        try:
+            check_unicode(value)
+        except RnnembedError:
+            return f"{value[:40]!r} holds a lone surrogate, not Unicode"
+    elif isinstance(value, bool) or value is None:
+        return None
+    elif isinstance(value, int):
+        if not -(2**63) <= value < 2**63:
+            return f"{value} does not fit in 64 bits"
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            return f"{value} is not a finite number"
+    else:
+        return f"{type(value).__name__} is not a JSON type"
+    return None
 
 
 def _lies_in(source: str, path: str) -> bool:

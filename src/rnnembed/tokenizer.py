@@ -114,6 +114,8 @@ class Tokenizer:
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         """:meth:`encode` for many texts at once (one call into the Rust tokenizer for bpe)."""
+        for i, text in enumerate(texts):
+            check_text(text, i)
         lines = [line for text in texts for line in text.split("\n")]
         encoded = self._encode_lines(lines)
         out, pos = [], 0
@@ -142,7 +144,8 @@ class Tokenizer:
 
         def counted() -> Iterator[str]:
             nonlocal chars
-            for text in texts:
+            for i, text in enumerate(texts):
+                check_text(text, i)
                 chars += len(text) + 1
                 yield text
 
@@ -262,6 +265,29 @@ class Tokenizer:
 
 
 _BYTE_VALUE = {token: b for b, token in enumerate(BYTE_TOKENS)}
+
+
+def check_texts(texts: Iterable[str], name: str = "text") -> list[str]:
+    """``texts`` as a list, or RnnembedError if it is one string or holds anything but strings
+    (a string is iterable: taken for a list, it would be read one character per text)."""
+    if isinstance(texts, str | bytes) or not isinstance(texts, Iterable):
+        raise RnnembedError(
+            f"{name}s must be a list of strings, not {type(texts).__name__}; wrap a single "
+            f"{name} in a list"
+        )
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        check_text(text, i, name)
+    return texts
+
+
+def check_text(text: object, i: int, name: str = "text") -> None:
+    """RnnembedError unless ``text`` (the ``i``-th ``name``) is a string."""
+    if not isinstance(text, str):
+        raise RnnembedError(
+            f"{name} {i} is {type(text).__name__}, not a string; give each {name} as str "
+            "(decode bytes first)"
+        )
 
 
 def check_unicode(text: str, what: str = "a text") -> None:
