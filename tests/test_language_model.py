@@ -91,6 +91,14 @@ def test_sampling_settings_of_the_wrong_type_and_texts_that_are_not_lists(model_
         lm.perplexity("read one character per line")
 
 
+def test_a_device_this_machine_lacks_is_a_clear_error(model_dir):
+    with pytest.raises(RnnembedError, match="unknown device 'gpu0'"):
+        LanguageModel.load(model_dir, device="gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(RnnembedError, match="PyTorch sees no CUDA GPU here"):
+            LanguageModel.load(model_dir, device="cuda")
+
+
 def test_a_long_prompt_is_read_in_windows_with_the_same_result(model_dir, monkeypatch):
     lm = LanguageModel.load(model_dir)
     prompt = "The quick brown fox jumps over the lazy dog. " * 4

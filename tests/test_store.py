@@ -253,6 +253,14 @@ def test_bad_arguments_are_clear_errors(store):
             store.search(empty)
     with pytest.raises(RnnembedError, match="check the filter expression"):
         store.search("text", filter="source ==")
+    with pytest.raises(RnnembedError, match="filter must be a Milvus boolean expression"):
+        store.search("text", filter=5)
+    with pytest.raises(RnnembedError, match="query must be a string or a list of them"):
+        store.search(b"text")
+    with pytest.raises(RnnembedError, match=r"the query holds '\\ud800', a lone surrogate"):
+        store.search("text \ud800", mode="bm25")
+    with pytest.raises(RnnembedError, match="id 0 is int, not a string"):
+        store.delete([5])
     with pytest.raises(RnnembedError, match="empty"):
         store.add(["fine", " "])
     with pytest.raises(RnnembedError, match="sources"):

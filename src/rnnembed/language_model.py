@@ -38,6 +38,7 @@ from rnnembed.training import (
     load_model_tensors,
     model_config,
     model_tensors,
+    pick_device,
     read_metrics,
 )
 
@@ -198,7 +199,9 @@ class LanguageModel:
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> LanguageModel:
-        """Read a model folder written by :meth:`train` or :meth:`save`."""
+        """Read a model folder written by :meth:`train` or :meth:`save` onto ``device`` (cpu,
+        cuda, cuda:N, or auto: a GPU when there is one)."""
+        device = pick_device(device)
         path = Path(path)
         saved = _read_config(path)
         tokenizer = Tokenizer.load(path / TOKENIZER)

@@ -455,7 +455,7 @@ class VectorStore:
         """Delete the rows with these ids; return how many there were."""
         if isinstance(ids, str):
             ids = [ids]
-        present = self._existing(list(ids))
+        present = self._existing(check_texts(ids, "id"))
         if present:
             with _milvus("delete rows"):
                 self.client.delete(self.collection, ids=sorted(present))
@@ -481,9 +481,19 @@ class VectorStore:
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
             raise RnnembedError(f"k must be a whole number from 1 to {MAX_K}, not {k!r}")
         single = isinstance(query, str)
+        if not single and (isinstance(query, bytes) or not isinstance(query, Iterable)):
+            raise RnnembedError(f"query must be a string or a list of them, not {query!r}")
         queries = [query] if single else list(query)
-        if not all(isinstance(q, str) and q.strip() for q in queries):
+        if not all(isinstance(q, str) for q in queries):
+            raise RnnembedError("each query must be a string (decode bytes first)")
+        if not all(q.strip() for q in queries):
             raise RnnembedError("empty query: give some text to search for")
+        for q in queries:
+            check_unicode(q, "the query")
+        if filter is not None and not isinstance(filter, str):
+            raise RnnembedError(
+                f"filter must be a Milvus boolean expression in a string, not {filter!r}"
+            )
         if not queries:
             return []
         if mode == "dense":

@@ -249,9 +249,17 @@ def keep_freed_memory() -> bool:
 
 
 def pick_device(name: str) -> torch.device:
+    """``auto`` (CUDA when there is a GPU, else the CPU) or a torch device name that this
+    machine has; RnnembedError otherwise."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise RnnembedError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RnnembedError(f"device {name!r}, but PyTorch sees no CUDA GPU here; use cpu or auto")
+    return device
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:
