@@ -201,9 +201,9 @@ def _read_table(
             )
         index = header.index(column)
         last: Record | None = None  # held back: only the file's last row can be open
-        tail, tail_line = raw[:], 1  # the last row's lines (the header's until a row follows)
+        tail, tail_line = raw, 1  # the last row's lines (the header's until a row follows)
+        raw = []  # keep() appends to the list bound here now
         row_start = reader.line_num + 1
-        raw.clear()
         for row in reader:
             if last is not None:
                 yield last
@@ -215,9 +215,8 @@ def _read_table(
                     f"{path}:{row_start}: {len(row)} column(s), so no {column!r} (column "
                     f"{index + 1}); fix the row"
                 )
-            tail, tail_line = raw[:], row_start
+            tail, tail_line, raw = raw, row_start, []
             row_start = reader.line_num + 1
-            raw.clear()
     except csv.Error as exc:  # a bare carriage return outside quotes: old Mac line endings
         reason = str(exc).split(" - ")[0]  # not its advice to the programmer about newline mode
         raise RnnembedError(

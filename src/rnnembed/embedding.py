@@ -30,9 +30,10 @@ import torch
 import torch.nn.functional as F
 
 from rnnembed.chunking import split_sentences
+from rnnembed.config import is_whole
 from rnnembed.errors import RnnembedError
 from rnnembed.model import CorpusStats, RecurrentLM, State, flatten_state, unflatten_state
-from rnnembed.tokenizer import check_text, check_texts, check_unicode
+from rnnembed.tokenizer import check_text, check_unicode
 
 if TYPE_CHECKING:
     from rnnembed.language_model import LanguageModel
@@ -277,16 +278,15 @@ def encode(
     the state, so time grows linearly with length and memory stays bounded.
     """
     check_pooling(pooling)
-    texts = check_texts(texts)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not is_whole(batch_size) or batch_size < 1:
         raise RnnembedError(f"batch_size must be a whole number, at least 1, not {batch_size!r}")
     _check_stats(lm, pooling)
     eos = lm.tokenizer.eos_id
-    token_ids = lm.tokenizer.encode_batch(texts)
+    token_ids = lm.tokenizer.encode_batch(texts)  # checks the texts
     parts = []
     for model in directions(lm):
         sequences = reading_order(token_ids, eos, backward=model is lm.backward)
-        part = np.zeros((len(texts), _model_dim(model, pooling)), dtype=np.float32)
+        part = np.zeros((len(token_ids), _model_dim(model, pooling)), dtype=np.float32)
         start = lm.start_state(model.eval())
         batches = pooled_batches(model, sequences, start, pooling, batch_size, lm.device)
         for chosen, pool in batches:
@@ -447,7 +447,7 @@ class EmbeddingStream:
                 "rnnembed whose pooling computed other vectors; start a new stream"
             )
         pending, tokens = saved.get("pending"), saved.get("tokens")
-        if not isinstance(pending, str) or isinstance(tokens, bool) or not isinstance(tokens, int):
+        if not isinstance(pending, str) or not is_whole(tokens):
             raise _damaged_state("'pending' must be text and 'tokens' a whole number")
         pool = _tensors_like(saved.get("pool"), self._pool.tensors(), "pool")
         layers = flatten_state(self._state)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from rnnembed import embedding
 from rnnembed.atomic import atomic_path, atomic_write, check_writable
-from rnnembed.config import DEFAULT_TEMPERATURE
+from rnnembed.config import DEFAULT_TEMPERATURE, JsonConfig
 from rnnembed.corpus import iter_texts
 from rnnembed.embedding import DEFAULT_POOLING, EmbeddingStream
 from rnnembed.errors import RnnembedError
@@ -42,6 +43,7 @@ from rnnembed.training import (
     read_metrics,
 )
 
+C = TypeVar("C", bound=JsonConfig)
 log = logging.getLogger(__name__)
 
 CONFIG = "config.json"
@@ -127,7 +129,7 @@ class LanguageModel:
                     f"{out}: nothing to resume here (no {CONFIG}); start a run without --resume"
                 )
             saved = _read_config(out)
-            config = _saved_train_config(out, saved)
+            config = _saved_config(out, TrainConfig, lambda: saved.get("train", {}))
             config.check()  # as a new run's: make_optimizer and use_bf16 trust the config
             tok = Tokenizer.load(out / TOKENIZER)
             given = {**options, **({"tokenizer": tokenizer} if tokenizer else {})}
@@ -205,18 +207,13 @@ class LanguageModel:
         path = Path(path)
         saved = _read_config(path)
         tokenizer = Tokenizer.load(path / TOKENIZER)
-        try:
-            config = ModelConfig.from_dict(saved["model"])
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise RnnembedError(
-                f"{path / CONFIG}: damaged ({exc!r}); restore it or retrain"
-            ) from None
+        config = _saved_config(path, ModelConfig, lambda: saved["model"])
         if config.vocab_size != tokenizer.vocab_size:
             raise RnnembedError(
                 f"{path}: the tokenizer ({tokenizer.vocab_size} ids) does not match the model "
                 f"({config.vocab_size}); restore the folder's files from one run"
             )
-        train_config = _saved_train_config(path, saved)
+        train_config = _saved_config(path, TrainConfig, lambda: saved.get("train", {}))
         model = _load_weights(path / WEIGHTS, RecurrentLM(config)).to(device).eval()
         backward = None
         if train_config.bidirectional:
@@ -297,8 +294,6 @@ class LanguageModel:
     def evaluate(self, texts: Iterable[str]) -> Evaluation:
         """Loss, perplexity and bits per character of ``texts``, each a line (tokenized as in
         training: an ``<eos>`` after each)."""
-        if isinstance(texts, str | bytes) or not isinstance(texts, Iterable):
-            check_texts(texts)  # the error for one text where a list of them belongs
         ids, chars = self.tokenizer.encode_stream(texts)
         if len(ids) == 0:
             raise RnnembedError("nothing to evaluate: the text is empty")
@@ -420,10 +415,11 @@ def _write_config(
     atomic_write(path / CONFIG, json.dumps(data, indent=2))
 
 
-def _saved_train_config(path: Path, saved: dict) -> TrainConfig:
+def _saved_config(path: Path, cls: type[C], part: Callable[[], dict]) -> C:
+    """``cls`` from the ``part`` of the folder's saved config; RnnembedError if it is damaged."""
     try:
-        return TrainConfig.from_dict(saved.get("train", {}))
-    except (TypeError, AttributeError) as exc:
+        return cls.from_dict(part())
+    except (KeyError, TypeError, AttributeError) as exc:
         raise RnnembedError(f"{path / CONFIG}: damaged ({exc!r}); restore it or retrain") from None
 
 

@@ -483,9 +483,7 @@ class VectorStore:
         single = isinstance(query, str)
         if not single and (isinstance(query, bytes) or not isinstance(query, Iterable)):
             raise RnnembedError(f"query must be a string or a list of them, not {query!r}")
-        queries = [query] if single else list(query)
-        if not all(isinstance(q, str) for q in queries):
-            raise RnnembedError("each query must be a string (decode bytes first)")
+        queries = [query] if single else check_texts(query, "query")
         if not all(q.strip() for q in queries):
             raise RnnembedError("empty query: give some text to search for")
         for q in queries:

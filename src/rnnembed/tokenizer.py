@@ -114,8 +114,7 @@ class Tokenizer:
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         """:meth:`encode` for many texts at once (one call into the Rust tokenizer for bpe)."""
-        for i, text in enumerate(texts):
-            check_text(text, i)
+        texts = check_texts(texts)
         lines = [line for text in texts for line in text.split("\n")]
         encoded = self._encode_lines(lines)
         out, pos = [], 0
@@ -140,6 +139,7 @@ class Tokenizer:
     def encode_stream(self, texts: Iterable[str]) -> tuple[np.ndarray, int]:
         """The whole id stream of ``texts`` (an ``<eos>`` after each) as an int64 array, and
         the number of characters it covers (newlines included)."""
+        check_many(texts)
         chars = 0
 
         def counted() -> Iterator[str]:
@@ -270,15 +270,20 @@ _BYTE_VALUE = {token: b for b, token in enumerate(BYTE_TOKENS)}
 def check_texts(texts: Iterable[str], name: str = "text") -> list[str]:
     """``texts`` as a list, or RnnembedError if it is one string or holds anything but strings
     (a string is iterable: taken for a list, it would be read one character per text)."""
+    check_many(texts, name)
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        check_text(text, i, name)
+    return texts
+
+
+def check_many(texts: object, name: str = "text") -> None:
+    """RnnembedError unless ``texts`` is an iterable of them, not one string (or bytes)."""
     if isinstance(texts, str | bytes) or not isinstance(texts, Iterable):
         raise RnnembedError(
             f"{name}s must be a list of strings, not {type(texts).__name__}; wrap a single "
             f"{name} in a list"
         )
-    texts = list(texts)
-    for i, text in enumerate(texts):
-        check_text(text, i, name)
-    return texts
 
 
 def check_text(text: object, i: int, name: str = "text") -> None:
