@@ -161,6 +161,7 @@ def _train_cmd(train, out, *extra):
         ({"warmup": float("nan")}, "warmup must be from 0 to 1, not nan"),
         ({"cell": "transformer"}, "unknown cell 'transformer'; choose one of lstm, gru, elman"),
         ({"optimizer": "lion"}, "unknown optimizer"),
+        ({"device": "gpu0"}, "unknown device 'gpu0'"),
     ],
 )
 def test_a_bad_option_or_a_tiny_corpus_is_refused_before_anything_is_written(

@@ -124,6 +124,7 @@ class TrainConfig(JsonConfig):
                 if value is not None and not (math.isfinite(value) and allowed(value)):
                     raise RnnembedError(f"{name} must be {rule}, not {value}")
         check_seed(self.seed)
+        pick_device(self.device)
 
 
 @dataclass
