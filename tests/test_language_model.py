@@ -20,7 +20,7 @@ def model_dir(tmp_path_factory, small_corpus):
 
 def test_saved_model_reloads_with_identical_outputs(model_dir, tmp_path):
     lm = LanguageModel.load(model_dir)
-    ids = torch.tensor([lm.tokenizer.encode("The for statement iterates")])
+    ids = torch.tensor([lm.tokenizer.encode("The for statement iterates")], device=lm.device)
     first = lm.model(ids).logits
     lm.save(tmp_path / "copy")
     again = LanguageModel.load(tmp_path / "copy")

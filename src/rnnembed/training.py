@@ -260,6 +260,11 @@ def pick_device(name: str) -> torch.device:
         raise RnnembedError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RnnembedError(f"device {name!r}, but PyTorch sees no CUDA GPU here; use cpu or auto")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise RnnembedError(
+            f"device {name!r}, but this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+            "numbered from 0; use cuda:0 or auto"
+        )
     return device
 
 
@@ -560,6 +565,8 @@ class Trainer:
             for key, value in slots.items():
                 tensors[f"optim.{index}.{key}"] = torch.as_tensor(value)
         tensors["rng.torch"] = torch.get_rng_state()
+        if self.device.type == "cuda":  # dropout on a GPU draws from the GPU's generator
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         for i, layer in enumerate(flatten_state(self.state or [])):
             for j, t in enumerate(layer):
                 tensors[f"state.{i}.{j}"] = t
@@ -596,6 +603,8 @@ class Trainer:
                 layers.setdefault(int(rest[0]), {})[int(rest[1])] = value.to(self.device)
         self.optimizer.load_state_dict({"state": slots, "param_groups": trainer["param_groups"]})
         torch.set_rng_state(tensors["rng.torch"])
+        if self.device.type == "cuda" and "rng.cuda" in tensors:
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
         if layers:
             self.state = unflatten_state(
                 [[layer[j] for j in sorted(layer)] for _, layer in sorted(layers.items())]
