@@ -153,7 +153,7 @@ def main() -> None:
     if args.stream_tokens < 1150:
         parser.error("--stream-tokens must be at least 1150 (its windows are the last 1,000)")
 
-    lm = LanguageModel.load(args.model)
+    lm = LanguageModel.load(args.model, device="cpu")  # beside the transformer, on the CPU
     transformer = MiniLMShape().eval()
     sentences = stsb_sentences(args.sentences)
     sentence_ids = lm.tokenizer.encode_batch(sentences)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -23,6 +25,26 @@ def shared_file(relative: str) -> Path:
     if not path.is_file():
         pytest.skip(f"{path} is absent; this test needs it")
     return path
+
+
+def train_command(train: Path, out: Path, *extra: str) -> list[str]:
+    """`rnnembed train` of a small char model on ``train`` for 2 epochs, as a command line."""
+    options = "--tokenizer char --layers 1 --hidden 64 --batch-size 8 --bptt 32 --epochs 2"
+    return [sys.executable, "-m", "rnnembed", "train", str(train), "--out", str(out),
+            *options.split(), "--seed", "3", "--quiet", *extra]  # fmt: skip
+
+
+def kill_at_first_checkpoint(command: list[str], out: Path, env: dict | None = None) -> None:
+    """Run a training command and SIGKILL it as soon as its first checkpoint is written."""
+    from rnnembed.training import CHECKPOINT
+
+    proc = subprocess.Popen(command, env=env)
+    deadline = time.time() + 120
+    while not (out / CHECKPOINT).is_file() and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (out / CHECKPOINT).is_file()
 
 
 @pytest.fixture(scope="session")

@@ -65,12 +65,14 @@ def test_train_eval_generate_from_the_command_line(tmp_path, small_corpus, capsy
         "16",
         "--epochs",
         "0.3",
+        "--device",
+        "cpu",
         "--json",
     )
     assert code == 0
     summary = json.loads(stdout)
     assert summary["steps"] > 0 and summary["stopped"] == "budget"
-    code, stdout, _ = run(capsys, "eval", str(out), str(valid), "--json")
+    code, stdout, _ = run(capsys, "eval", str(out), str(valid), "--device", "cpu", "--json")
     scores = json.loads(stdout)
     assert code == 0 and set(scores) >= {"tokens", "loss", "perplexity", "bits_per_char"}
     assert abs(scores["loss"] - summary["valid_loss"]) < 1e-6
@@ -81,6 +83,8 @@ def test_train_eval_generate_from_the_command_line(tmp_path, small_corpus, capsy
         capsys, "generate", str(out), "--prompt", "The", "--max-tokens", "20", "--seed", "1"
     )
     assert code == code2 == 0 and first == second and first.startswith("The")
+    code, _, err = run(capsys, "generate", str(out), "--device", "gpu0")
+    assert code == 1 and "unknown device 'gpu0'" in err and "Traceback" not in err
 
 
 def test_ngram_baseline_from_the_command_line(tmp_path, small_corpus, capsys):

@@ -1,15 +1,13 @@
 import json
 import os
 import platform
-import signal
 import subprocess
-import sys
-import time
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import kill_at_first_checkpoint, train_command
 from rnnembed import RnnembedError
 from rnnembed.language_model import LanguageModel
 from rnnembed.model import CELLS, ModelConfig, RecurrentLM
@@ -123,74 +121,14 @@ def test_an_existing_folder_is_not_overwritten(tmp_path, small_corpus):
         LanguageModel.train([train], tmp_path / "nothing", resume=True)
 
 
-def _train_cmd(train, out, *extra):
-    return [
-        sys.executable,
-        "-m",
-        "rnnembed",
-        "train",
-        str(train),
-        "--out",
-        str(out),
-        "--tokenizer",
-        "char",
-        "--layers",
-        "1",
-        "--hidden",
-        "64",
-        "--batch-size",
-        "8",
-        "--bptt",
-        "32",
-        "--epochs",
-        "2",
-        "--seed",
-        "3",
-        "--quiet",
-        *extra,
-    ]
-
-
-@pytest.mark.parametrize(
-    ("options", "message"),
-    [
-        ({"minutes": -1}, "minutes must be above 0, not -1"),
-        ({"epochs": 0}, "epochs must be above 0"),
-        ({"lr": -1e-3}, "lr must be at least 0"),
-        ({"dropout_hidden": 1.0}, "dropout_hidden must be from 0 to below 1"),
-        ({"warmup": float("nan")}, "warmup must be from 0 to 1, not nan"),
-        ({"cell": "transformer"}, "unknown cell 'transformer'; choose one of lstm, gru, elman"),
-        ({"optimizer": "lion"}, "unknown optimizer"),
-        ({"device": "gpu0"}, "unknown device 'gpu0'"),
-    ],
-)
-def test_a_bad_option_or_a_tiny_corpus_is_refused_before_anything_is_written(
-    tmp_path, small_corpus, options, message
-):
-    with pytest.raises(RnnembedError, match=message):
-        LanguageModel.train([small_corpus[0]], tmp_path / "m", tokenizer="char", **options)
-    assert not (tmp_path / "m").exists()
-    tiny = tmp_path / "tiny.txt"
-    tiny.write_text("hello\n", encoding="utf-8")
-    with pytest.raises(RnnembedError, match="the corpus has 5 tokens, too few for a batch of 8"):
-        LanguageModel.train([tiny], tmp_path / "m", tokenizer="char", minutes=1, batch_size=8)
-    assert not (tmp_path / "m").exists()
-
-
 def test_killed_and_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path, small_corpus):
     train, _ = small_corpus
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(_train_cmd(train, tmp_path / "whole"), check=True, env=env)
+    subprocess.run(train_command(train, tmp_path / "whole"), check=True, env=env)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(train, killed), env=env)
-    deadline = time.time() + 120
-    while not (killed / CHECKPOINT).is_file() and time.time() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert (killed / CHECKPOINT).is_file()
-    subprocess.run(_train_cmd(train, killed, "--resume"), check=True, env=env)
+    kill_at_first_checkpoint(train_command(train, killed), killed, env)
+    subprocess.run(train_command(train, killed, "--resume"), check=True, env=env)
 
     whole, resumed = load_file(tmp_path / "whole" / CHECKPOINT), load_file(killed / CHECKPOINT)
     assert set(whole) == set(resumed)
@@ -221,6 +159,9 @@ def test_resume_refuses_changed_settings_and_reads_a_metrics_line_cut_short(tmp_
     with pytest.raises(RnnembedError, match=r"tokenizer 'bpe' \(the run's: 'char'\)"):
         LanguageModel.train([train], out, resume=True, tokenizer="bpe")
     LanguageModel.train([train], out, resume=True, hidden=32, tokenizer="char")  # the same
+    LanguageModel.train([train], out, resume=True, device="cpu")  # where it runs is free
+    with pytest.raises(RnnembedError, match="unknown device 'gpu0'"):
+        LanguageModel.train([train], out, resume=True, device="gpu0")
     metrics = out / "metrics.jsonl"
     with metrics.open("a", encoding="utf-8") as f:
         f.write('{"step": 9')  # a run killed as it wrote its last line

@@ -34,6 +34,7 @@ Encoding = Annotated[
 Field = Annotated[str, typer.Option(help="The text field of .jsonl records.")]
 Column = Annotated[str, typer.Option(help="The text column of .csv/.tsv files.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")]
+Device = Annotated[str, typer.Option(help="cpu, cuda, cuda:N, or auto: a GPU when there is one.")]
 
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or notes.")]
@@ -169,6 +170,7 @@ def train(
     batch_size: Annotated[int, typer.Option(help="Parallel streams (0: pick).")] = 0,
     bptt: Annotated[int, typer.Option(help="Steps of backpropagation through time (0: pick).")] = 0,
     seed: Annotated[int, typer.Option(help="One seed for everything.")] = 0,
+    device: Device = "auto",
     bidirectional: Annotated[
         bool,
         typer.Option(
@@ -202,6 +204,7 @@ def train(
         "batch_size": batch_size,
         "bptt": bptt,
         "seed": seed,
+        "device": device,
         "bidirectional": bidirectional,
     }
     if resume:  # the run keeps its settings: pass on only those given, which must match them
@@ -249,6 +252,7 @@ def evaluate_lm(
             help="With --ngram: word, char, bpe, or a model folder to share its tokenizer."
         ),
     ] = "word",
+    device: Device = "auto",
     encoding: Encoding = "utf-8",
     field: Field = "text",
     column: Column = "text",
@@ -267,7 +271,8 @@ def evaluate_lm(
     else:
         from rnnembed.language_model import LanguageModel
 
-        result = LanguageModel.load(model).evaluate(iter_texts(files, **read)).to_dict()
+        lm = LanguageModel.load(model, device)
+        result = lm.evaluate(iter_texts(files, **read)).to_dict()
     _print_result(result, as_json)
 
 
@@ -282,11 +287,12 @@ def generate(
     top_k: Annotated[int, typer.Option(help="Sample among the k likeliest (0: all).")] = 0,
     top_p: Annotated[float, typer.Option(help="Nucleus: the smallest set with this mass.")] = 1.0,
     seed: Annotated[int | None, typer.Option(help="Seed for a repeatable sample.")] = None,
+    device: Device = "auto",
 ) -> None:
     """Continue a prompt with text sampled from a model."""
     from rnnembed.language_model import LanguageModel
 
-    lm = LanguageModel.load(model)
+    lm = LanguageModel.load(model, device)
     text = lm.generate(
         prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed
     )
@@ -333,6 +339,7 @@ def evaluate_embeddings(
             help="STS: whiten the vectors over the evaluated sentences (unlabelled) first."
         ),
     ] = False,
+    device: Device = "auto",
     encoding: Encoding = "utf-8",
     as_json: AsJson = False,
     quiet: Quiet = False,
@@ -355,7 +362,7 @@ def evaluate_embeddings(
     elif model is not None:
         from rnnembed.language_model import LanguageModel
 
-        encoder, name = LanguageModel.load(model), str(model)
+        encoder, name = LanguageModel.load(model, device), str(model)
     result = evaluate(
         encoder,
         task,
@@ -400,6 +407,7 @@ def embed(
     inputs: Annotated[list[Path], typer.Argument(help="Text files or folders to embed.")],
     out: Annotated[Path, typer.Option(help="Where to write the vectors (a .npy file).")],
     pooling: Pooling = "sif",
+    device: Device = "auto",
     encoding: Encoding = "utf-8",
     field: Field = "text",
     column: Column = "text",
@@ -416,7 +424,7 @@ def embed(
     check_writable(out)
     if out.is_file() and any(path.is_file() and out.samefile(path) for path in inputs):
         raise RnnembedError(f"--out {out} is one of the inputs; write the vectors elsewhere")
-    lm = LanguageModel.load(model)
+    lm = LanguageModel.load(model, device)
     read = {"encoding": encoding, "field": field, "column": column}
     texts = [chunk.text for chunk in read_chunks(inputs, "lines", **read)]
     vectors = lm.encode(texts, pooling=pooling)
@@ -444,6 +452,7 @@ def index(
             "Default: the collection's own (standard for a new one)."
         ),
     ] = None,
+    device: Device = "auto",
     token: Token = "",
     encoding: Encoding = "utf-8",
     field: Field = "text",
@@ -469,7 +478,7 @@ def index(
     from rnnembed.store import VectorStore
 
     _setup_logging(quiet or as_json)
-    lm = LanguageModel.load(model)
+    lm = LanguageModel.load(model, device)
     read = {"encoding": encoding, "field": field, "column": column}
     files = corpus_files(inputs)  # listed once: pruning compares with what was read
     chunks = list(read_chunks(files, chunk, **read))
@@ -520,6 +529,7 @@ def search(
         typer.Option("--filter", help="A Milvus filter expression, e.g. 'source like \"docs/%\"'."),
     ] = None,
     pooling: Pooling = "sif",
+    device: Device = "auto",
     token: Token = "",
     as_json: AsJson = False,
 ) -> None:
@@ -528,7 +538,7 @@ def search(
     from rnnembed.store import VectorStore
 
     _setup_logging(as_json)
-    lm = LanguageModel.load(model)
+    lm = LanguageModel.load(model, device)
     options = {"collection": collection, "pooling": pooling, "token": token, "create": False}
     with VectorStore(db, model=lm, **options) as store:
         hits = store.search(query, k=k, mode=mode, filter=filter_)
@@ -650,6 +660,7 @@ def serve(
     max_queue: Annotated[
         int, typer.Option(help="Embedding requests that may wait; more are refused with 429.")
     ] = 512,
+    device: Device = "auto",
     token: Token = "",
     quiet: Quiet = False,
 ) -> None:
@@ -685,7 +696,7 @@ def serve(
         max_batch_requests=max_batch_requests,
         max_queue=max_queue,
     )
-    lm = LanguageModel.load(model)
+    lm = LanguageModel.load(model, device)
     store = None
     if db is not None:
         store = VectorStore(db, model=lm, collection=collection, pooling=pooling, token=token)

@@ -130,6 +130,8 @@ class LanguageModel:
                 )
             saved = _read_config(out)
             config = _saved_config(out, TrainConfig, lambda: saved.get("train", {}))
+            if "device" in options:  # where a run continues is the user's choice, not a setting
+                config.device = options.pop("device")
             config.check()  # as a new run's: make_optimizer and use_bf16 trust the config
             tok = Tokenizer.load(out / TOKENIZER)
             given = {**options, **({"tokenizer": tokenizer} if tokenizer else {})}
@@ -200,9 +202,9 @@ class LanguageModel:
         self.tokenizer.save(path / TOKENIZER)
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "cpu") -> LanguageModel:
-        """Read a model folder written by :meth:`train` or :meth:`save` onto ``device`` (cpu,
-        cuda, cuda:N, or auto: a GPU when there is one)."""
+    def load(cls, path: str | Path, device: str = "auto") -> LanguageModel:
+        """Read a model folder written by :meth:`train` or :meth:`save` onto ``device`` (auto:
+        a GPU when there is one, as training does; or cpu, cuda, cuda:N)."""
         device = pick_device(device)
         path = Path(path)
         saved = _read_config(path)
