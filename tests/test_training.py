@@ -121,6 +121,34 @@ def test_an_existing_folder_is_not_overwritten(tmp_path, small_corpus):
         LanguageModel.train([train], tmp_path / "nothing", resume=True)
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"minutes": -1}, "minutes must be above 0, not -1"),
+        ({"epochs": 0}, "epochs must be above 0"),
+        ({"lr": -1e-3}, "lr must be at least 0"),
+        ({"dropout_hidden": 1.0}, "dropout_hidden must be from 0 to below 1"),
+        ({"warmup": float("nan")}, "warmup must be from 0 to 1, not nan"),
+        ({"cell": "transformer"}, "unknown cell 'transformer'; choose one of lstm, gru, elman"),
+        ({"optimizer": "lion"}, "unknown optimizer"),
+        ({"device": "gpu0"}, "unknown device 'gpu0'"),
+        ({"hidden": "64"}, "hidden must be int, not '64'"),
+        ({"bidirectional": "no"}, "bidirectional must be bool, not 'no'"),
+    ],
+)
+def test_a_bad_option_or_a_tiny_corpus_is_refused_before_anything_is_written(
+    tmp_path, small_corpus, options, message
+):
+    with pytest.raises(RnnembedError, match=message):
+        LanguageModel.train([small_corpus[0]], tmp_path / "m", tokenizer="char", **options)
+    assert not (tmp_path / "m").exists()
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("hello\n", encoding="utf-8")
+    with pytest.raises(RnnembedError, match="the corpus has 5 tokens, too few for a batch of 8"):
+        LanguageModel.train([tiny], tmp_path / "m", tokenizer="char", minutes=1, batch_size=8)
+    assert not (tmp_path / "m").exists()
+
+
 def test_killed_and_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path, small_corpus):
     train, _ = small_corpus
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
