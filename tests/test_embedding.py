@@ -265,6 +265,14 @@ def test_bad_arguments_are_clear_errors(models):
     with pytest.raises(RnnembedError, match="text 1 is NoneType, not a string"):
         lm.encode(["x", None])
     assert lm.encode(t for t in ["a generator of texts"]).shape == (1, lm.dim())
+    for unordered in ({"a", "b"}, {"a": 1}, {"a": 1}.keys()):  # rows could not be matched
+        with pytest.raises(RnnembedError, match="must come in an order.*pass a list"):
+            lm.encode(unordered)
+    for flag in ("no", 0, None):
+        with pytest.raises(RnnembedError, match=f"normalize must be True or False, not {flag!r}"):
+            lm.encode(["x"], normalize=flag)
+        with pytest.raises(RnnembedError, match="normalize must be True or False"):
+            lm.stream(normalize=flag)
     with pytest.raises(RnnembedError, match="fed text 0 is bytes"):
         lm.stream().feed(b"bytes")
 

@@ -340,6 +340,10 @@ def test_unknown_task_mode_or_split_and_missing_files_say_what_to_pass(tmp_path,
     monkeypatch.delenv("RNNEMBED_DATA_DIR", raising=False)
     with pytest.raises(RnnembedError, match="unknown task 'nope'; choose one of mr"):
         evaluate(None, "nope", mode="bm25")
+    with pytest.raises(RnnembedError, match=r"unknown task \['mr'\]"):
+        evaluate(None, ["mr"], mode="bm25")
+    with pytest.raises(RnnembedError, match="adapt must be True or False, not 'yes'"):
+        evaluate(None, "stsb", mode="bm25", adapt="yes")
     with pytest.raises(RnnembedError, match="unknown mode"):
         evaluate(None, "mr", mode="tfidf")
     with pytest.raises(RnnembedError, match="needs an encoder"):

@@ -94,6 +94,8 @@ def test_sampling_settings_of_the_wrong_type_and_texts_that_are_not_lists(model_
 def test_a_device_this_machine_lacks_is_a_clear_error(model_dir):
     with pytest.raises(RnnembedError, match="unknown device 'gpu0'"):
         LanguageModel.load(model_dir, device="gpu0")
+    with pytest.raises(RnnembedError, match="a model folder is a path, not NoneType"):
+        LanguageModel.load(None)
     if not torch.cuda.is_available():
         with pytest.raises(RnnembedError, match="PyTorch sees no CUDA GPU here"):
             LanguageModel.load(model_dir, device="cuda")
@@ -134,6 +136,11 @@ def _edit_config(folder, **changes):
         (lambda d: (d / "config.json").unlink(), "no config.json"),
         (lambda d: (d / "config.json").write_text("{oops"), "config.json: damaged"),
         (lambda d: _edit_config(d, train="x"), "config.json: damaged"),
+        (  # read for its truth, "no" would send the load after backward weights that are not there
+            lambda d: _edit_config(d, train={"bidirectional": "no"}),
+            r"config.json: damaged \(bidirectional must be bool, not 'no'\)",
+        ),
+        (lambda d: _edit_config(d, model={"vocab_size": 300, "cell": "x"}), "unknown cell 'x'"),
         (lambda d: (d / "tokenizer.json").unlink(), "no tokenizer file"),
         (lambda d: (d / "tokenizer.json").write_text("[]"), "not an rnnembed tokenizer"),
     ],

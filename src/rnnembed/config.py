@@ -20,6 +20,13 @@ def check_seed(seed: int) -> None:
         raise RnnembedError(f"seed must be a whole number from -2**63 to 2**64 - 1, not {seed!r}")
 
 
+def check_flag(value: object, name: str) -> None:
+    """RnnembedError unless ``value`` is True or False (numpy's too): taken for its truth, a
+    string such as "no" would mean yes."""
+    if not isinstance(value, bool | np.bool_):
+        raise RnnembedError(f"{name} must be True or False, not {value!r}")
+
+
 def is_whole(value: object) -> bool:
     """Whether ``value`` is an int (numpy's too), not a bool."""
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
@@ -35,4 +42,40 @@ class JsonConfig:
     @classmethod
     def from_dict(cls: type[T], data: dict[str, Any]) -> T:
         known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-        return cls(**{k: v for k, v in data.items() if k in known})
+        config = cls(**{k: v for k, v in data.items() if k in known})
+        config.check_types()
+        return config
+
+    def check_types(self) -> None:
+        """RnnembedError naming the first field whose value is not of its declared type (a
+        saved "bidirectional": "no" would otherwise mean yes)."""
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if not _fits(value, str(f.type)):
+                raise RnnembedError(f"{f.name} must be {f.type}, not {value!r}")
+
+
+_TYPE_CHECKS = {
+    "bool": lambda v: isinstance(v, bool | np.bool_),
+    "int": lambda v: is_whole(v),
+    "float": lambda v: (
+        isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
+    ),
+    "str": lambda v: isinstance(v, str),
+    "None": lambda v: v is None,
+}
+
+
+def _fits(value: object, annotation: str) -> bool:
+    """Whether ``value`` fits a field's annotation as written ("int", "float | None",
+    "list[int]"); an annotation of other types is not checked."""
+    for part in (p.strip() for p in annotation.split("|")):
+        if part.startswith("list[") and part.endswith("]"):
+            fits = isinstance(value, list) and all(_fits(v, part[5:-1]) for v in value)
+        elif part in _TYPE_CHECKS:
+            fits = _TYPE_CHECKS[part](value)
+        else:
+            return True
+        if fits:
+            return True
+    return False

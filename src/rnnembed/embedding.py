@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from rnnembed.chunking import split_sentences
-from rnnembed.config import is_whole
+from rnnembed.config import check_flag, is_whole
 from rnnembed.errors import RnnembedError
 from rnnembed.model import CorpusStats, RecurrentLM, State, flatten_state, unflatten_state
 from rnnembed.tokenizer import check_text, check_unicode
@@ -278,6 +278,7 @@ def encode(
     the state, so time grows linearly with length and memory stays bounded.
     """
     check_pooling(pooling)
+    check_flag(normalize, "normalize")
     if not is_whole(batch_size) or batch_size < 1:
         raise RnnembedError(f"batch_size must be a whole number, at least 1, not {batch_size!r}")
     _check_stats(lm, pooling)
@@ -388,6 +389,7 @@ class EmbeddingStream:
 
     def __init__(self, lm: LanguageModel, pooling: str = DEFAULT_POOLING, normalize: bool = True):
         check_pooling(pooling)
+        check_flag(normalize, "normalize")
         if lm.backward is not None:
             raise RnnembedError(
                 "a bidirectional model cannot stream: its backward half reads from the end; "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -206,6 +207,8 @@ class LanguageModel:
         """Read a model folder written by :meth:`train` or :meth:`save` onto ``device`` (auto:
         a GPU when there is one, as training does; or cpu, cuda, cuda:N)."""
         device = pick_device(device)
+        if not isinstance(path, str | os.PathLike):
+            raise RnnembedError(f"a model folder is a path, not {type(path).__name__}")
         path = Path(path)
         saved = _read_config(path)
         tokenizer = Tokenizer.load(path / TOKENIZER)
@@ -421,8 +424,9 @@ def _saved_config(path: Path, cls: type[C], part: Callable[[], dict]) -> C:
     """``cls`` from the ``part`` of the folder's saved config; RnnembedError if it is damaged."""
     try:
         return cls.from_dict(part())
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise RnnembedError(f"{path / CONFIG}: damaged ({exc!r}); restore it or retrain") from None
+    except (KeyError, TypeError, AttributeError, RnnembedError) as exc:
+        detail = str(exc) if isinstance(exc, RnnembedError) else repr(exc)
+        raise RnnembedError(f"{path / CONFIG}: damaged ({detail}); restore it or retrain") from None
 
 
 def _check_resumed_options(out: Path, saved: dict, given: dict) -> None:

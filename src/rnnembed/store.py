@@ -455,7 +455,7 @@ class VectorStore:
         """Delete the rows with these ids; return how many there were."""
         if isinstance(ids, str):
             ids = [ids]
-        present = self._existing(check_texts(ids, "id"))
+        present = self._existing(check_texts(ids, "id", ordered=False))
         if present:
             with _milvus("delete rows"):
                 self.client.delete(self.collection, ids=sorted(present))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Set
 from itertools import chain, islice
 from pathlib import Path
 from typing import Literal
@@ -267,22 +267,29 @@ class Tokenizer:
 _BYTE_VALUE = {token: b for b, token in enumerate(BYTE_TOKENS)}
 
 
-def check_texts(texts: Iterable[str], name: str = "text") -> list[str]:
+def check_texts(texts: Iterable[str], name: str = "text", ordered: bool = True) -> list[str]:
     """``texts`` as a list, or RnnembedError if it is one string or holds anything but strings
-    (a string is iterable: taken for a list, it would be read one character per text)."""
-    check_many(texts, name)
+    (a string is iterable: taken for a list, it would be read one character per text), or,
+    where results follow the texts' order, a set or mapping."""
+    check_many(texts, name, ordered)
     texts = list(texts)
     for i, text in enumerate(texts):
         check_text(text, i, name)
     return texts
 
 
-def check_many(texts: object, name: str = "text") -> None:
-    """RnnembedError unless ``texts`` is an iterable of them, not one string (or bytes)."""
+def check_many(texts: object, name: str = "text", ordered: bool = True) -> None:
+    """RnnembedError unless ``texts`` is an iterable of them, not one string (or bytes), and,
+    if ``ordered``, not a set or mapping, whose order says nothing."""
     if isinstance(texts, str | bytes) or not isinstance(texts, Iterable):
         raise RnnembedError(
             f"{name}s must be a list of strings, not {type(texts).__name__}; wrap a single "
             f"{name} in a list"
+        )
+    if ordered and isinstance(texts, Set | Mapping):
+        raise RnnembedError(
+            f"{name}s must come in an order, not as a {type(texts).__name__}, whose order is "
+            "arbitrary (the results could not be matched to them); pass a list"
         )
 
 

@@ -106,6 +106,7 @@ class TrainConfig(JsonConfig):
 
     def check(self) -> None:
         """Refuse a value no run could use (called before a run reads or writes anything)."""
+        self.check_types()
         choices = {
             "cell": CELLS,
             "nonlinearity": NONLINEARITIES,

@@ -18,6 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
+from rnnembed.config import check_flag
 from rnnembed.errors import RnnembedError
 from rnnembed.evaluation import retrieval, senteval, sts
 
@@ -66,7 +67,8 @@ def evaluate(
     ``model.adapted(sentences)``: the vectors whitened over the evaluated sentences, unlabelled,
     as the bag of words fits its IDF on them.
     """
-    if task not in TASKS:
+    check_flag(adapt, "adapt")
+    if not isinstance(task, str) or task not in TASKS:
         raise RnnembedError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     if mode not in MODES:
         raise RnnembedError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
