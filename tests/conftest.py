@@ -40,7 +40,7 @@ def kill_at_first_checkpoint(command: list[str], out: Path, env: dict | None = N
 
     proc = subprocess.Popen(command, env=env)
     deadline = time.time() + 120
-    while not (out / CHECKPOINT).is_file() and time.time() < deadline:
+    while not (out / CHECKPOINT).is_file() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

@@ -83,8 +83,9 @@ def test_train_eval_generate_from_the_command_line(tmp_path, small_corpus, capsy
         capsys, "generate", str(out), "--prompt", "The", "--max-tokens", "20", "--seed", "1"
     )
     assert code == code2 == 0 and first == second and first.startswith("The")
-    code, _, err = run(capsys, "generate", str(out), "--device", "gpu0")
-    assert code == 1 and "unknown device 'gpu0'" in err and "Traceback" not in err
+    for command in (["generate", str(out)], ["eval", "--ngram", "3", str(train), str(valid)]):
+        code, _, err = run(capsys, *command, "--device", "gpu0")  # also where no model is loaded
+        assert code == 1 and "unknown device 'gpu0'" in err and "Traceback" not in err
 
 
 def test_ngram_baseline_from_the_command_line(tmp_path, small_corpus, capsys):

@@ -92,3 +92,5 @@ def test_a_run_killed_on_cuda_resumes_on_the_cpu(tmp_path, small_corpus):
     assert records[-1]["final"] and records[-1]["step"] > records[0]["step"]
     lm = LanguageModel.load(out, device="cpu")
     assert records[-1]["valid_loss"] < math.log(lm.tokenizer.vocab_size) - 1.0
+    finished = LanguageModel.train([train], out, resume=True, device="cuda")
+    assert finished.device.type == "cuda"  # a finished run resumed is on the device asked for

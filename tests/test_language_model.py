@@ -92,8 +92,9 @@ def test_sampling_settings_of_the_wrong_type_and_texts_that_are_not_lists(model_
 
 
 def test_a_device_this_machine_lacks_is_a_clear_error(model_dir):
-    with pytest.raises(RnnembedError, match="unknown device 'gpu0'"):
-        LanguageModel.load(model_dir, device="gpu0")
+    for name in ("gpu0", "mps", "meta"):  # torch knows the last two; rnnembed runs on cpu, cuda
+        with pytest.raises(RnnembedError, match=f"unknown device '{name}'"):
+            LanguageModel.load(model_dir, device=name)
     with pytest.raises(RnnembedError, match="a model folder is a path, not NoneType"):
         LanguageModel.load(None)
     if not torch.cuda.is_available():

@@ -3,6 +3,7 @@ import os
 import platform
 import subprocess
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -149,6 +150,16 @@ def test_a_bad_option_or_a_tiny_corpus_is_refused_before_anything_is_written(
     assert not (tmp_path / "m").exists()
 
 
+def test_config_values_become_json_types_and_wrong_types_are_refused():
+    config = TrainConfig(
+        layers=np.int64(1), bidirectional=np.True_, lr=np.float32(0.5), cutoffs=(100, 500)
+    )
+    assert json.loads(json.dumps(config.to_dict()))["cutoffs"] == [100, 500]
+    assert type(config.layers) is int and config.bidirectional is True
+    with pytest.raises(RnnembedError, match="layers must be int, not '2'"):
+        ModelConfig(vocab_size=10, layers="2")
+
+
 def test_killed_and_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path, small_corpus):
     train, _ = small_corpus
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -188,6 +199,14 @@ def test_resume_refuses_changed_settings_and_reads_a_metrics_line_cut_short(tmp_
         LanguageModel.train([train], out, resume=True, tokenizer="bpe")
     LanguageModel.train([train], out, resume=True, hidden=32, tokenizer="char")  # the same
     LanguageModel.train([train], out, resume=True, device="cpu")  # where it runs is free
+    saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    saved["train"]["device"] = "cuda:99"  # started on a machine with more GPUs
+    (out / "config.json").write_text(json.dumps(saved), encoding="utf-8")
+    with pytest.raises(RnnembedError, match="started on device 'cuda:99', which this machine"):
+        LanguageModel.train([train], out, resume=True)
+    LanguageModel.train([train], out, resume=True, device="auto")
+    saved["train"]["device"] = "auto"
+    (out / "config.json").write_text(json.dumps(saved), encoding="utf-8")
     with pytest.raises(RnnembedError, match="unknown device 'gpu0'"):
         LanguageModel.train([train], out, resume=True, device="gpu0")
     metrics = out / "metrics.jsonl"

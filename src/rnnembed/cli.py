@@ -34,7 +34,23 @@ Encoding = Annotated[
 Field = Annotated[str, typer.Option(help="The text field of .jsonl records.")]
 Column = Annotated[str, typer.Option(help="The text column of .csv/.tsv files.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")]
-Device = Annotated[str, typer.Option(help="cpu, cuda, cuda:N, or auto: a GPU when there is one.")]
+
+
+def _check_device(name: str) -> str:
+    """Refuse a device this machine lacks before any work, on paths that load no model too."""
+    if name != "auto":  # auto always works; PyTorch need not be imported for it
+        from rnnembed.training import pick_device
+
+        pick_device(name)
+    return name
+
+
+Device = Annotated[
+    str,
+    typer.Option(
+        callback=_check_device, help="cpu, cuda, cuda:N, or auto: a GPU when there is one."
+    ),
+]
 
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or notes.")]
@@ -576,13 +592,14 @@ def quickstart(
         "rnnembed-quickstart"
     ),
     minutes: Annotated[float, typer.Option(help="Training budget.")] = 1.5,
+    device: Device = "auto",
     quiet: Quiet = False,
 ) -> None:
     """Train on Python's own documentation, index it in Milvus Lite and search it (offline)."""
     from rnnembed.quickstart import run_quickstart
 
     _setup_logging(quiet)
-    result = run_quickstart(folder, minutes=minutes, progress=not quiet)
+    result = run_quickstart(folder, minutes=minutes, progress=not quiet, device=device)
     model, db = result.folder / "model", result.folder / "index.db"
     console.print(Text.assemble(("model", "bold"), f" {model}  ({result.sections} sections)"))
     console.print(Text.assemble(("held-out perplexity", "bold"), f" {result.perplexity:.1f}"))

@@ -42,25 +42,35 @@ class JsonConfig:
     @classmethod
     def from_dict(cls: type[T], data: dict[str, Any]) -> T:
         known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-        config = cls(**{k: v for k, v in data.items() if k in known})
-        config.check_types()
-        return config
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def __post_init__(self) -> None:
+        self.check_types()
 
     def check_types(self) -> None:
         """RnnembedError naming the first field whose value is not of its declared type (a
-        saved "bidirectional": "no" would otherwise mean yes)."""
+        saved "bidirectional": "no" would otherwise mean yes); numpy scalars become Python's,
+        tuples lists, as JSON saves them."""
         for f in fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
+            value = _plain(getattr(self, f.name))
+            setattr(self, f.name, value)
             if not _fits(value, str(f.type)):
                 raise RnnembedError(f"{f.name} must be {f.type}, not {value!r}")
 
 
+def _plain(value: object) -> object:
+    """JSON's own types for numpy scalars and tuples, in lists too."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
+
+
 _TYPE_CHECKS = {
-    "bool": lambda v: isinstance(v, bool | np.bool_),
-    "int": lambda v: is_whole(v),
-    "float": lambda v: (
-        isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
-    ),
+    "bool": lambda v: isinstance(v, bool),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
     "str": lambda v: isinstance(v, str),
     "None": lambda v: v is None,
 }

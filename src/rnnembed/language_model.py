@@ -113,10 +113,10 @@ class LanguageModel:
         ``minutes``, ``epochs``, ``seed``, ``bidirectional``, ...); what is left open is chosen
         for the budget; ``tokenizer`` (char, word or bpe, the default) and ``vocab_size`` shape
         the tokenizer. With ``resume`` the run in ``out`` continues where its last checkpoint
-        left it, with its saved settings and tokenizer: options given then must equal them. A
-        bidirectional model trains a forward LM into ``out``, then a backward one (on
-        the reversed token stream) into ``out/backward``, each on half of a time budget. On the
-        CPU, training tunes glibc's malloc for the rest of the process
+        left it, with its saved settings and tokenizer: options given then must equal them, but
+        ``device`` may differ. A bidirectional model trains a forward LM into ``out``, then a
+        backward one (on the reversed token stream) into ``out/backward``, each on half of a
+        time budget. On the CPU, training tunes glibc's malloc for the rest of the process
         (:func:`rnnembed.training.keep_freed_memory`).
         """
         out = Path(out)
@@ -133,6 +133,14 @@ class LanguageModel:
             config = _saved_config(out, TrainConfig, lambda: saved.get("train", {}))
             if "device" in options:  # where a run continues is the user's choice, not a setting
                 config.device = options.pop("device")
+            else:
+                try:
+                    pick_device(config.device)
+                except RnnembedError:
+                    raise RnnembedError(
+                        f"{out}: the run was started on device {config.device!r}, which this "
+                        "machine lacks; resume it with --device auto (or cpu)"
+                    ) from None
             config.check()  # as a new run's: make_optimizer and use_bf16 trust the config
             tok = Tokenizer.load(out / TOKENIZER)
             given = {**options, **({"tokenizer": tokenizer} if tokenizer else {})}
@@ -354,8 +362,9 @@ def _train_direction(
     torch.manual_seed(config.seed)
     model = RecurrentLM(model_config(config, tok.vocab_size))
     model.set_frequencies(torch.bincount(train_ids, minlength=tok.vocab_size))
-    if finals:
-        return _load_weights(out / WEIGHTS, model), TrainResult.from_dict(finals[-1])
+    if finals:  # on the device asked for, as a trained model is
+        model = _load_weights(out / WEIGHTS, model).to(pick_device(config.device))
+        return model, TrainResult.from_dict(finals[-1])
     trainer = Trainer(
         model,
         config,

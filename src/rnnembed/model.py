@@ -45,6 +45,7 @@ class ModelConfig(JsonConfig):
     cutoffs: list[int] = field(default_factory=list)  # adaptive: frequency-rank cluster bounds
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.cell not in CELLS:
             raise RnnembedError(f"unknown cell {self.cell!r}; choose one of {', '.join(CELLS)}")
         if self.layers < 1 or self.hidden < 1 or self.vocab_size < 2:

@@ -106,16 +106,20 @@ def prepare_folder(folder: Path) -> None:
 
 
 def run_quickstart(
-    folder: str | Path = "rnnembed-quickstart", minutes: float = 1.5, progress: bool = True
+    folder: str | Path = "rnnembed-quickstart",
+    minutes: float = 1.5,
+    progress: bool = True,
+    device: str = "auto",
 ) -> QuickstartResult:
-    """Build the corpus, train for ``minutes``, index it in Milvus Lite, and search."""
+    """Build the corpus, train for ``minutes`` on ``device``, index it in Milvus Lite, and
+    search."""
     from rnnembed.chunking import read_chunks
     from rnnembed.language_model import LanguageModel
     from rnnembed.store import VectorStore
     from rnnembed.training import TrainConfig
 
     folder = Path(folder)
-    TrainConfig(minutes=minutes).check()  # before an earlier quickstart's folder is cleared
+    TrainConfig(minutes=minutes, device=device).check()  # before an earlier run's folder goes
     prepare_folder(folder)
     train, valid, sections = write_corpus(folder / "corpus")
     log.info("corpus: %d sections of Python's documentation in %s", sections, train.parent)
@@ -126,6 +130,7 @@ def run_quickstart(
         tokenizer="bpe",
         vocab_size=4000,
         minutes=minutes,
+        device=device,
         progress=progress,
     )
     perplexity = lm.evaluate_files([valid]).perplexity

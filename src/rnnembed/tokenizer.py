@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Set
+from collections.abc import Iterable, Iterator, KeysView, Set
 from itertools import chain, islice
 from pathlib import Path
 from typing import Literal
@@ -270,7 +270,7 @@ _BYTE_VALUE = {token: b for b, token in enumerate(BYTE_TOKENS)}
 def check_texts(texts: Iterable[str], name: str = "text", ordered: bool = True) -> list[str]:
     """``texts`` as a list, or RnnembedError if it is one string or holds anything but strings
     (a string is iterable: taken for a list, it would be read one character per text), or,
-    where results follow the texts' order, a set or mapping."""
+    where results follow the texts' order, a set."""
     check_many(texts, name, ordered)
     texts = list(texts)
     for i, text in enumerate(texts):
@@ -280,13 +280,13 @@ def check_texts(texts: Iterable[str], name: str = "text", ordered: bool = True) 
 
 def check_many(texts: object, name: str = "text", ordered: bool = True) -> None:
     """RnnembedError unless ``texts`` is an iterable of them, not one string (or bytes), and,
-    if ``ordered``, not a set or mapping, whose order says nothing."""
+    if ``ordered``, not a set, whose order says nothing (a dict's keys keep theirs)."""
     if isinstance(texts, str | bytes) or not isinstance(texts, Iterable):
         raise RnnembedError(
             f"{name}s must be a list of strings, not {type(texts).__name__}; wrap a single "
             f"{name} in a list"
         )
-    if ordered and isinstance(texts, Set | Mapping):
+    if ordered and isinstance(texts, Set) and not isinstance(texts, KeysView):
         raise RnnembedError(
             f"{name}s must come in an order, not as a {type(texts).__name__}, whose order is "
             "arbitrary (the results could not be matched to them); pass a list"

@@ -106,7 +106,6 @@ class TrainConfig(JsonConfig):
 
     def check(self) -> None:
         """Refuse a value no run could use (called before a run reads or writes anything)."""
-        self.check_types()
         choices = {
             "cell": CELLS,
             "nonlinearity": NONLINEARITIES,
@@ -255,10 +254,13 @@ def pick_device(name: str) -> torch.device:
     machine has; RnnembedError otherwise."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    unknown = RnnembedError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
-        raise RnnembedError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+        raise unknown from None
+    if device.type not in ("cpu", "cuda"):  # mps, xpu, meta, ...: not supported here
+        raise unknown
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RnnembedError(f"device {name!r}, but PyTorch sees no CUDA GPU here; use cpu or auto")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
