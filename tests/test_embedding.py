@@ -253,6 +253,13 @@ def test_a_stream_saves_and_continues(models, pooling):
         lm.stream(pooling=other).restore(first.state())
 
 
+def test_texts_encoded_in_blocks_get_the_vectors_they_get_together(models, monkeypatch):
+    lm = models["bpe"]
+    whole = lm.encode(TEXTS)
+    monkeypatch.setattr(embedding, "ENCODE_BLOCK", 2)  # blocks of 2, 2 and 1 texts
+    np.testing.assert_allclose(lm.encode(TEXTS), whole, atol=1e-5)
+
+
 def test_bad_arguments_are_clear_errors(models):
     lm = models["bpe"]
     with pytest.raises(RnnembedError, match="unknown pooling"):
@@ -315,6 +322,9 @@ def test_a_bidirectional_model_reads_both_ways(tmp_path, small_corpus, monkeypat
     both = again.encode(texts)
     np.testing.assert_allclose(np.linalg.norm(both, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(both, lm.encode(texts), atol=1e-5)
+    with monkeypatch.context() as patch:
+        patch.setattr(embedding, "ENCODE_BLOCK", 1)  # each direction's columns, block by block
+        np.testing.assert_allclose(again.encode(texts), both, atol=1e-5)
     forward_only = LanguageModel(again.model, again.tokenizer)
     half = both.shape[1] // 2
     np.testing.assert_allclose(both[:, :half] * np.sqrt(2), forward_only.encode(texts), atol=1e-5)

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import shared_file
-from rnnembed import RnnembedError, Tokenizer
+from rnnembed import RnnembedError, Tokenizer, tokenizer
 from rnnembed.tokenizer import EOS, UNK
 
 TRAINING_TEXT = [
@@ -24,6 +24,13 @@ def char_tok():
 @pytest.fixture(scope="module")
 def bpe_tok():
     return Tokenizer.train(TRAINING_TEXT * 20, kind="bpe", vocab_size=400)
+
+
+def test_bpe_encodes_many_lines_in_slices_as_one_by_one(bpe_tok, monkeypatch):
+    lines = [text.strip() for text in TRAINING_TEXT] + ["", "last line"]
+    one_by_one = [bpe_tok.encode(line) for line in lines]
+    monkeypatch.setattr(tokenizer, "_BATCH_LINES", 2)  # slices of 2 lines into the Rust tokenizer
+    assert bpe_tok.encode_batch(lines) == one_by_one
 
 
 @settings(max_examples=300, deadline=None)

@@ -185,8 +185,14 @@ class Tokenizer:
             raise
 
     def _encode_unicode_lines(self, lines: list[str]) -> list[list[int]]:
-        if self._hf is not None:
-            return [enc.ids for enc in self._hf.encode_batch(lines, add_special_tokens=False)]
+        if self._hf is not None:  # in slices: an Encoding holds far more than its ids
+            return [
+                enc.ids
+                for first in range(0, len(lines), _BATCH_LINES)
+                for enc in self._hf.encode_batch(
+                    lines[first : first + _BATCH_LINES], add_special_tokens=False
+                )
+            ]
         if self.kind == "word":
             index, unk = self._index, self.unk_id
             return [[index.get(w, unk) for w in line.split()] for line in lines]
