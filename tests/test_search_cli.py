@@ -152,12 +152,39 @@ def test_embed_writes_one_vector_per_line(capsys, model, corpus, tmp_path):
     vectors = np.load(out_file)
     assert vectors.shape == (123, dim) and vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    lines = [chunk.text for chunk in read_chunks([corpus], "lines")]
+    np.testing.assert_allclose(vectors, LanguageModel.load(model).encode(lines), atol=1e-5)
     code, out, _ = run(capsys, "embed", model, corpus / "notes", "--out", out_file)
     assert code == 0 and f"3 × {dim}" in out and np.load(out_file).shape == (3, dim)
     code, out, _ = run(
         capsys, "embed", model, corpus / "notes", "--out", out_file, "--pooling", "mean"
     )
     assert code == 0 and np.load(out_file).shape == (3, 32)
+
+
+def test_embed_writes_block_by_block_and_notices_inputs_that_change(
+    capsys, model, corpus, tmp_path, monkeypatch
+):
+    out_file = tmp_path / "vectors.npy"
+    code, _, err = run(capsys, "embed", model, corpus, "--out", out_file, "--quiet")
+    assert code == 0, err
+    whole = np.load(out_file)
+    monkeypatch.setattr("rnnembed.embedding.ENCODE_BLOCK", 10)  # 13 blocks, the last of 3
+    code, _, err = run(capsys, "embed", model, corpus, "--out", out_file, "--quiet")
+    assert code == 0, err
+    blocked = np.load(out_file)
+    np.testing.assert_allclose(blocked, whole, atol=1e-5)
+    passes = []
+
+    def growing(paths, chunk, **read):  # each pass over the inputs finds one line more
+        passes.append(chunk)
+        return list(read_chunks(paths, chunk, **read))[: 20 + len(passes)]
+
+    monkeypatch.setattr("rnnembed.chunking.read_chunks", growing)
+    code, _, err = run(capsys, "embed", model, corpus, "--out", out_file, "--quiet")
+    assert code == 1 and "the inputs changed while they were being embedded" in err
+    np.testing.assert_array_equal(np.load(out_file), blocked)  # the earlier file is untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["vectors.npy"]  # no temporary file left
 
 
 def test_user_errors_print_one_line_not_a_traceback(capsys, model, corpus, db, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -428,29 +429,50 @@ def embed(
     field: Field = "text",
     column: Column = "text",
     as_json: AsJson = False,
+    quiet: Quiet = False,
 ) -> None:
     """Embed each non-blank line (or .jsonl/.csv record) of the inputs, in order, into a .npy
-    file of unit vectors."""
+    file of unit vectors, written block by block into the memory-mapped file."""
+    from itertools import islice
+
     import numpy as np
 
     from rnnembed.atomic import atomic_path, check_writable
     from rnnembed.chunking import read_chunks
+    from rnnembed.embedding import ENCODE_BLOCK
     from rnnembed.language_model import LanguageModel
+    from rnnembed.progress import ChunkProgress
 
     check_writable(out)
     if out.is_file() and any(path.is_file() and out.samefile(path) for path in inputs):
         raise RnnembedError(f"--out {out} is one of the inputs; write the vectors elsewhere")
     lm = LanguageModel.load(model, device)
     read = {"encoding": encoding, "field": field, "column": column}
-    texts = [chunk.text for chunk in read_chunks(inputs, "lines", **read)]
-    vectors = lm.encode(texts, pooling=pooling)
-    with atomic_path(out) as tmp, open(tmp, "wb") as f:
-        np.save(f, vectors)
-    summary = {"texts": len(texts), "shape": list(vectors.shape), "pooling": pooling}
+
+    def texts() -> Iterator[str]:
+        return (chunk.text for chunk in read_chunks(inputs, "lines", **read))
+
+    count = sum(1 for _ in texts())  # a first pass: unreadable input fails before any work
+    shape = (count, lm.dim(pooling))
+    changed = RnnembedError("the inputs changed while they were being embedded; run again")
+    with atomic_path(out) as tmp, ChunkProgress("embed", count, quiet or as_json) as progress:
+        vectors = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+        stream, done = texts(), 0
+        while block := list(islice(stream, ENCODE_BLOCK)):
+            if done + len(block) > count:
+                raise changed
+            vectors[done : done + len(block)] = lm.encode(block, pooling=pooling)
+            done += len(block)
+            progress.advance(len(block))
+        vectors.flush()
+        del vectors  # unmapped before the file is renamed
+        if done != count:
+            raise changed
+    summary = {"texts": count, "shape": list(shape), "pooling": pooling}
     if as_json:
         _print_json({**summary, "out": str(out)})
     else:
-        _print_table({**summary, "shape": " × ".join(map(str, vectors.shape)), "out": str(out)})
+        _print_table({**summary, "shape": " × ".join(map(str, shape)), "out": str(out)})
 
 
 @app.command()
@@ -490,7 +512,7 @@ def index(
     from rnnembed.chunking import read_chunks
     from rnnembed.corpus import corpus_files
     from rnnembed.language_model import LanguageModel
-    from rnnembed.progress import IndexProgress
+    from rnnembed.progress import ChunkProgress
     from rnnembed.store import VectorStore
 
     _setup_logging(quiet or as_json)
@@ -502,7 +524,7 @@ def index(
     with VectorStore(db, model=lm, **options) as store:
         before = store.count()
         current: set[str] = set()
-        with IndexProgress(len(chunks), quiet or as_json) as progress:
+        with ChunkProgress("index", len(chunks), quiet or as_json) as progress:
             for start in range(0, len(chunks), INDEX_BATCH):
                 part = chunks[start : start + INDEX_BATCH]
                 current.update(store.add([c.text for c in part], sources=[c.source for c in part]))

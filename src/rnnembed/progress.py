@@ -71,12 +71,12 @@ class TrainingProgress(_Bar):
         )
 
 
-class IndexProgress(_Bar):
-    """Over the chunks being indexed: count, chunks/s."""
+class ChunkProgress(_Bar):
+    """Over the chunks being indexed or embedded (``label``): count, chunks/s."""
 
-    def __init__(self, total: int, quiet: bool = False):
+    def __init__(self, label: str, total: int, quiet: bool = False):
         columns = [
-            TextColumn("[bold]index[/]"),
+            TextColumn(f"[bold]{label}[/]"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[rate]} chunks/s"),
