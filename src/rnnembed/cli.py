@@ -432,7 +432,7 @@ def embed(
     quiet: Quiet = False,
 ) -> None:
     """Embed each non-blank line (or .jsonl/.csv record) of the inputs, in order, into a .npy
-    file of unit vectors, written block by block into the memory-mapped file."""
+    file of unit vectors, written block by block into a memory-mapped .npy."""
     from itertools import islice
 
     import numpy as np
