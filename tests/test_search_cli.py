@@ -162,7 +162,7 @@ def test_embed_writes_one_vector_per_line(capsys, model, corpus, tmp_path):
     assert code == 0 and np.load(out_file).shape == (3, 32)
 
 
-def test_embed_writes_block_by_block_and_notices_inputs_that_change(
+def test_embed_writes_block_by_block_and_inputs_that_change_are_noticed(
     capsys, model, corpus, tmp_path, monkeypatch
 ):
     out_file = tmp_path / "vectors.npy"
@@ -182,9 +182,11 @@ def test_embed_writes_block_by_block_and_notices_inputs_that_change(
 
     monkeypatch.setattr("rnnembed.chunking.read_chunks", growing)
     code, _, err = run(capsys, "embed", model, corpus, "--out", out_file, "--quiet")
-    assert code == 1 and "the inputs changed while they were being embedded" in err
+    assert code == 1 and "the inputs changed while they were being read; run again" in err
     np.testing.assert_array_equal(np.load(out_file), blocked)  # the earlier file is untouched
     assert [p.name for p in tmp_path.iterdir()] == ["vectors.npy"]  # no temporary file left
+    code, _, err = run(capsys, "index", model, corpus, "--db", tmp_path / "x.db", "--quiet")
+    assert code == 1 and "the inputs changed while they were being read" in err
 
 
 def test_user_errors_print_one_line_not_a_traceback(capsys, model, corpus, db, tmp_path):

@@ -418,6 +418,31 @@ INDEX_BATCH = 256  # chunks per VectorStore.add while indexing
 HIT_CHARS = 200  # of a hit's text shown in a table
 
 
+def _chunk_blocks(
+    paths: list[Path], chunk: str, read: dict, size: int
+) -> tuple[int, Iterator[list]]:
+    """How many chunks the files behind ``paths`` hold, counted in a first pass (so unreadable
+    input fails before any work), and an iterator over them again, ``size`` at a time, that
+    raises RnnembedError if this second pass does not find as many."""
+    from itertools import islice
+
+    from rnnembed.chunking import read_chunks
+
+    count = sum(1 for _ in read_chunks(paths, chunk, **read))
+
+    def blocks() -> Iterator[list]:
+        stream, done = read_chunks(paths, chunk, **read), 0
+        while block := list(islice(stream, size)):
+            done += len(block)
+            if done > count:
+                break
+            yield block
+        if done != count:
+            raise RnnembedError("the inputs changed while they were being read; run again")
+
+    return count, blocks()
+
+
 @app.command()
 def embed(
     model: Annotated[Path, typer.Argument(help="A model folder.")],
@@ -432,13 +457,10 @@ def embed(
     quiet: Quiet = False,
 ) -> None:
     """Embed each non-blank line (or .jsonl/.csv record) of the inputs, in order, into a .npy
-    file of unit vectors, written block by block into a memory-mapped .npy."""
-    from itertools import islice
-
+    file of unit vectors, written block by block (memory-mapped)."""
     import numpy as np
 
     from rnnembed.atomic import atomic_path, check_writable
-    from rnnembed.chunking import read_chunks
     from rnnembed.embedding import ENCODE_BLOCK
     from rnnembed.language_model import LanguageModel
     from rnnembed.progress import ChunkProgress
@@ -448,26 +470,17 @@ def embed(
         raise RnnembedError(f"--out {out} is one of the inputs; write the vectors elsewhere")
     lm = LanguageModel.load(model, device)
     read = {"encoding": encoding, "field": field, "column": column}
-
-    def texts() -> Iterator[str]:
-        return (chunk.text for chunk in read_chunks(inputs, "lines", **read))
-
-    count = sum(1 for _ in texts())  # a first pass: unreadable input fails before any work
+    count, blocks = _chunk_blocks(inputs, "lines", read, ENCODE_BLOCK)
     shape = (count, lm.dim(pooling))
-    changed = RnnembedError("the inputs changed while they were being embedded; run again")
     with atomic_path(out) as tmp, ChunkProgress("embed", count, quiet or as_json) as progress:
         vectors = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
-        stream, done = texts(), 0
-        while block := list(islice(stream, ENCODE_BLOCK)):
-            if done + len(block) > count:
-                raise changed
-            vectors[done : done + len(block)] = lm.encode(block, pooling=pooling)
+        done = 0
+        for block in blocks:
+            vectors[done : done + len(block)] = lm.encode([c.text for c in block], pooling=pooling)
             done += len(block)
             progress.advance(len(block))
         vectors.flush()
         del vectors  # unmapped before the file is renamed
-        if done != count:
-            raise changed
     summary = {"texts": count, "shape": list(shape), "pooling": pooling}
     if as_json:
         _print_json({**summary, "out": str(out)})
@@ -509,7 +522,6 @@ def index(
 ) -> None:
     """Embed the inputs' chunks and store them in Milvus for search; chunks already stored are
     skipped, so indexing the same files again adds nothing."""
-    from rnnembed.chunking import read_chunks
     from rnnembed.corpus import corpus_files
     from rnnembed.language_model import LanguageModel
     from rnnembed.progress import ChunkProgress
@@ -519,19 +531,18 @@ def index(
     lm = LanguageModel.load(model, device)
     read = {"encoding": encoding, "field": field, "column": column}
     files = corpus_files(inputs)  # listed once: pruning compares with what was read
-    chunks = list(read_chunks(files, chunk, **read))
+    count, blocks = _chunk_blocks(files, chunk, read, INDEX_BATCH)
     options = {"collection": collection, "pooling": pooling, "analyzer": analyzer, "token": token}
     with VectorStore(db, model=lm, **options) as store:
         before = store.count()
         current: set[str] = set()
-        with ChunkProgress("index", len(chunks), quiet or as_json) as progress:
-            for start in range(0, len(chunks), INDEX_BATCH):
-                part = chunks[start : start + INDEX_BATCH]
+        with ChunkProgress("index", count, quiet or as_json) as progress:
+            for part in blocks:
                 current.update(store.add([c.text for c in part], sources=[c.source for c in part]))
                 progress.advance(len(part))
         rows = store.count()
-        summary = {"chunks": len(chunks), "added": rows - before}
-        summary["already_present"] = len(chunks) - summary["added"]
+        summary = {"chunks": count, "added": rows - before}
+        summary["already_present"] = count - summary["added"]
         if prune:
             summary["removed"] = store.delete(_stale_ids(store, inputs, files, current))
             rows -= summary["removed"]
