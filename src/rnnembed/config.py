@@ -32,6 +32,11 @@ def is_whole(value: object) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
+def is_number(value: object) -> bool:
+    """Whether ``value`` is an int or a float, not a bool."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 class JsonConfig:
     """Mixin for dataclasses: ``to_dict`` for JSON, ``from_dict`` ignoring unknown keys (so a
     config written by a newer version still loads)."""
@@ -69,8 +74,8 @@ def _plain(value: object) -> object:
 
 _TYPE_CHECKS = {
     "bool": lambda v: isinstance(v, bool),
-    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "int": is_whole,  # numpy's are Python's by now (_plain)
+    "float": is_number,
     "str": lambda v: isinstance(v, str),
     "None": lambda v: v is None,
 }

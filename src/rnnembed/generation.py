@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from rnnembed.config import DEFAULT_TEMPERATURE, check_seed, is_whole
+from rnnembed.config import DEFAULT_TEMPERATURE, check_seed, is_number, is_whole
 from rnnembed.errors import RnnembedError
 from rnnembed.model import RecurrentLM
 
@@ -40,8 +40,8 @@ def sample(
     seed gives the same ids."""
     if not context:
         raise RnnembedError("sampling needs at least one context token")
-    real = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (temperature, top_p))
-    if not (real and is_whole(max_tokens) and is_whole(top_k)):
+    numbers = is_number(temperature) and is_number(top_p)
+    if not (numbers and is_whole(max_tokens) and is_whole(top_k)):
         raise RnnembedError(
             "max_tokens and top_k must be whole numbers, temperature and top_p numbers; got "
             f"{max_tokens!r}, {top_k!r}, {temperature!r} and {top_p!r}"
