@@ -1,6 +1,6 @@
 """How good must a dense ranking be for the hybrid (RRF) to beat BM25 alone on a BEIR folder?
 
-python benchmarks/rrf_headroom.py [--folder DIR] [--split S] [--model DIR]
+python benchmarks/rrf_headroom.py [--folder DIR] [--split S] [--model DIR] [--feedback M,...]
 
 The store's own BM25 ranking (Milvus BM25, 100 deep, as ``rnnembed evaluate --task beir --mode
 bm25``) is fused as the store's hybrid fuses it (Milvus's RRFRanker: score = sum over the lists
@@ -9,7 +9,10 @@ unigrams, character uni+bigrams for CJK: STS's bag of words, fitted on the corpu
 with Gaussian noise of each ``--noise`` sd added to every query-document score, which lowers its
 nDCG@10 step by step. With ``--model``, the model's dense and hybrid searches through the same
 store are reported beside them, and the dense ranking fused here, which checks this fusion
-against Milvus's. The folder defaults to ``$RNNEMBED_DATA_DIR/scifact`` (train queries). Prints
+against Milvus's, and, for each ``--feedback`` depth m, the model's dense ranking with
+pseudo-relevance feedback (Rocchio, as dense retrievers use it: the query's vector plus the mean
+vector of BM25's top m documents, renormalised, searched exactly over the documents), alone and
+fused with BM25. The folder defaults to ``$RNNEMBED_DATA_DIR/scifact`` (train queries). Prints
 one JSON object.
 """
 
@@ -55,12 +58,44 @@ def tfidf_scores(folder: Path, split: str, query_ids: list[str]) -> tuple[np.nda
     return cosines, [doc for doc, _ in docs]
 
 
+def feedback_rows(
+    model, folder: Path, split: str, bm25: dict[str, list[str]], depths: list[int], ndcg
+) -> list[dict]:
+    """Rows of the model's dense ranking with Rocchio feedback from BM25's top m, each m."""
+    corpus, queries, _, _ = load_beir(folder, split)
+    docs = indexed_documents(corpus)
+    doc_ids = [doc for doc, _ in docs]
+    row_of = {doc: i for i, doc in enumerate(doc_ids)}
+    text_of = {q["_id"]: q["text"] for q in queries}
+    asked = [q for q in bm25 if text_of[q].strip()]
+    vectors = model.encode([text for _, text in docs])
+    query_vectors = model.encode([text_of[q] for q in asked])
+    rows = []
+    for m in depths:
+        ranked = {q: [] for q in bm25}
+        for q, vector in zip(asked, query_vectors, strict=True):
+            top = [row_of[doc] for doc in bm25[q][:m]]
+            if top:
+                vector = vector + vectors[top].mean(axis=0)
+            order = np.argsort(-(vectors @ (vector / np.linalg.norm(vector))))[:DEPTH]
+            ranked[q] = [doc_ids[i] for i in order]
+        rows.append(
+            {
+                "second": f"the model's dense search with feedback from bm25's top {m}",
+                "alone": ndcg(ranked),
+                "fused_here": ndcg({q: fuse(bm25[q], ranked[q]) for q in bm25}),
+            }
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--folder", type=Path, default=None, help="a BEIR folder")
     parser.add_argument("--split", default="train")
     parser.add_argument("--model", type=Path, default=None, help="a model folder (optional)")
     parser.add_argument("--noise", default="0,0.02,0.04,0.06,0.08", help="comma-separated sds")
+    parser.add_argument("--feedback", default="1,2,3,5,10", help="comma-separated depths m")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     folder = args.folder or Path(os.environ.get("RNNEMBED_DATA_DIR", "data")) / "scifact"
@@ -89,6 +124,9 @@ def main() -> None:
                 "fused_by_milvus": ndcg(rankings["hybrid"]),
                 "fused_here": ndcg(fused_here),
             }
+        )
+        rows += feedback_rows(
+            model, folder, split, bm25, [int(m) for m in args.feedback.split(",")], ndcg
         )
     cosines, doc_ids = tfidf_scores(folder, split, query_ids)
     rng = np.random.default_rng(args.seed)
