@@ -9,9 +9,10 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import kill_at_first_checkpoint, train_command
-from rnnembed import RnnembedError
+from rnnembed import RnnembedError, training
 from rnnembed.language_model import LanguageModel
 from rnnembed.model import CELLS, ModelConfig, RecurrentLM
+from rnnembed.tokenizer import Tokenizer
 from rnnembed.training import (
     CHECKPOINT,
     MALLOC_SETTINGS,
@@ -160,6 +161,16 @@ def test_config_values_become_json_types_and_wrong_types_are_refused():
         ModelConfig(vocab_size=10, layers="2")
 
 
+def test_a_model_too_big_for_memory_is_refused_before_anything_is_written(
+    tmp_path, small_corpus, monkeypatch
+):
+    train, _ = small_corpus
+    monkeypatch.setattr(training, "free_memory", lambda device: 10 << 20)  # 10 MiB free
+    with pytest.raises(RnnembedError, match=r"parameters and needs at least .* GiB to train"):
+        LanguageModel.train([train], tmp_path / "m", tokenizer="char", hidden=512, layers=2)
+    assert not (tmp_path / "m").exists()
+
+
 def test_killed_and_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path, small_corpus):
     train, _ = small_corpus
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -177,6 +188,22 @@ def test_killed_and_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path, s
     assert steps == [
         json.loads(line)["step"] for line in (tmp_path / "whole" / "metrics.jsonl").open()
     ]
+
+
+def test_a_damaged_checkpoint_names_the_way_out_and_that_way_works(tmp_path, small_corpus):
+    train, _ = small_corpus
+    out = tmp_path / "run"
+    LanguageModel.train([train], out, tokenizer="char", epochs=0.2, **TINY)
+    metrics = out / "metrics.jsonl"
+    unfinished = [line for line in metrics.open() if '"final"' not in line]
+    metrics.write_text("".join(unfinished), encoding="utf-8")  # as if killed before its end
+    checkpoint = out / CHECKPOINT
+    checkpoint.write_bytes(checkpoint.read_bytes()[:5000])
+    with pytest.raises(RnnembedError, match="damaged checkpoint .*delete it and pass --resume"):
+        LanguageModel.train([train], out, resume=True)
+    checkpoint.unlink()
+    lm = LanguageModel.train([train], out, resume=True)
+    assert lm.last_result.steps > 0 and checkpoint.is_file()
 
 
 def test_resume_refuses_another_corpus(tmp_path, small_corpus):
@@ -197,7 +224,10 @@ def test_resume_refuses_changed_settings_and_reads_a_metrics_line_cut_short(tmp_
         LanguageModel.train([train], out, resume=True, layers=0)  # 0 chose for a new run only
     with pytest.raises(RnnembedError, match=r"tokenizer 'bpe' \(the run's: 'char'\)"):
         LanguageModel.train([train], out, resume=True, tokenizer="bpe")
-    LanguageModel.train([train], out, resume=True, hidden=32, tokenizer="char")  # the same
+    vocab = Tokenizer.load(out / "tokenizer.json").vocab_size
+    with pytest.raises(RnnembedError, match=rf"vocab_size 50 \(the run's: {vocab}\)"):
+        LanguageModel.train([train], out, resume=True, vocab_size=50)
+    LanguageModel.train([train], out, resume=True, hidden=32, tokenizer="char", vocab_size=vocab)
     LanguageModel.train([train], out, resume=True, device="cpu")  # where it runs is free
     saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
     saved["train"]["device"] = "cuda:99"  # started on a machine with more GPUs

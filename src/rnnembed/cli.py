@@ -74,6 +74,16 @@ def main(argv: list[str] | None = None) -> None:
         _print_error(str(exc))
     except OSError as exc:  # the system refused: permissions, a folder where a file goes, ...
         _print_error(f"{exc}; check the path and its permissions" if exc.filename else str(exc))
+    except (MemoryError, RuntimeError) as exc:  # PyTorch's CPU allocator raises RuntimeError
+        if not isinstance(exc, MemoryError) and not any(
+            words in str(exc) for words in ("out of memory", "can't allocate memory")
+        ):
+            raise
+        _print_error(
+            f"out of memory ({str(exc).splitlines()[0] if str(exc) else 'MemoryError'}); use a "
+            "smaller model (--hidden, --layers), fewer streams (--batch-size), or fewer texts "
+            "at a time"
+        )
 
 
 def _print_error(message: str) -> None:

@@ -36,6 +36,7 @@ from rnnembed.training import (
     Trainer,
     TrainResult,
     check_corpus_size,
+    check_model_fits,
     choose_defaults,
     load_model_tensors,
     model_config,
@@ -143,8 +144,13 @@ class LanguageModel:
                     ) from None
             config.check()  # as a new run's: make_optimizer and use_bf16 trust the config
             tok = Tokenizer.load(out / TOKENIZER)
-            given = {**options, **({"tokenizer": tokenizer} if tokenizer else {})}
-            _check_resumed_options(out, {**config.to_dict(), "tokenizer": tok.kind}, given)
+            given = {
+                **options,
+                **({"tokenizer": tokenizer} if tokenizer else {}),
+                **({"vocab_size": vocab_size} if vocab_size is not None else {}),
+            }
+            saved_tokenizer = {"tokenizer": tok.kind, "vocab_size": tok.vocab_size}
+            _check_resumed_options(out, {**config.to_dict(), **saved_tokenizer}, given)
         else:
             _check_fresh(out)
             config = TrainConfig(**options)
@@ -167,6 +173,7 @@ class LanguageModel:
         if not resume:
             config = choose_defaults(config, tok.kind, tok.vocab_size)
             check_corpus_size(len(train_ids), config.batch_size)  # before anything is written
+            check_model_fits(config, tok.vocab_size)
             _write_config(out, model_config(config, tok.vocab_size), config, tok, fingerprint)
             tok.save(out / TOKENIZER)
         log.info(

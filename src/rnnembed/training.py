@@ -290,6 +290,40 @@ def check_corpus_size(tokens: int, batch_size: int) -> None:
         )
 
 
+TRAINING_BYTES_PER_PARAMETER = 16  # float32 weight, gradient and the optimizer's two moments
+
+
+def check_model_fits(config: TrainConfig, vocab_size: int) -> None:
+    """Refuse a model whose training state (``TRAINING_BYTES_PER_PARAMETER`` a parameter, a
+    floor: activations come on top) exceeds the memory free on its device; counted on the meta
+    device, so nothing is allocated. Where the free memory is unknown, nothing is checked."""
+    with torch.device("meta"):
+        parameters = sum(
+            p.numel() for p in RecurrentLM(model_config(config, vocab_size)).parameters()
+        )
+    device = pick_device(config.device)
+    needed, free = parameters * TRAINING_BYTES_PER_PARAMETER, free_memory(device)
+    if free is not None and needed > free:
+        raise RnnembedError(
+            f"a {config.layers}×{config.hidden} {config.cell} over {vocab_size:,} token ids has "
+            f"{parameters:,} parameters and needs at least {needed / 2**30:.1f} GiB to train, "
+            f"more than the {free / 2**30:.1f} GiB free on {device}; choose a smaller "
+            "--hidden, --layers or --vocab-size"
+        )
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes free on ``device``: the GPU's free memory, or Linux's MemAvailable; None if unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+    return kib * 1024
+
+
 def batchify(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Cut a 1-D stream into ``batch_size`` contiguous rows, dropping the ragged end."""
     check_corpus_size(len(ids), batch_size)
@@ -587,11 +621,12 @@ class Trainer:
                 trainer = json.loads(f.metadata()["trainer"])
         except FileNotFoundError:
             raise RnnembedError(
-                f"{self.out}: no checkpoint to resume from; start a new run without --resume"
+                f"{self.out}: no checkpoint to resume from; start a new run in another --out folder"
             ) from None
         except Exception as exc:
             raise RnnembedError(
-                f"{path}: damaged checkpoint ({exc}); start a new run without --resume"
+                f"{path}: damaged checkpoint ({exc}); delete it and pass --resume again to train "
+                "this run afresh with its settings, or start a new run in another --out folder"
             ) from None
         load_model_tensors(
             self.model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
