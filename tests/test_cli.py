@@ -112,16 +112,23 @@ def test_output_paths_that_cannot_be_written_are_refused_before_any_work(tmp_pat
     corpus = tmp_path / "c.txt"
     corpus.write_text("the cat sat\n", encoding="utf-8")
     (tmp_path / "folder").mkdir()
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"weights")
     cases = [
         (["tokenize", str(corpus), "--out", str(tmp_path / "folder")], "is a folder"),
         (["tokenize", str(corpus), "--out", str(corpus / "t.json")], "c.txt is a file"),
         (["embed", "no-model", str(corpus), "--out", str(corpus)], "is one of the inputs"),
+        (["tokenize", str(corpus), "--out", str(corpus)], "is one of the inputs"),
         (["train", str(corpus), "--out", str(corpus / "m")], "c.txt is a file"),
+        # a slip in --out must not write over a text or a model's weights
+        (["tokenize", str(tmp_path), "--out", str(weights)], "does not end in .json"),
+        (["embed", "no-model", str(corpus), "--out", str(weights)], "does not end in .npy"),
     ]
     for argv, message in cases:
         code, out, err = run(capsys, *argv)
         assert code == 1 and message in err and "Traceback" not in err + out
     assert corpus.read_text(encoding="utf-8") == "the cat sat\n"
+    assert weights.read_bytes() == b"weights"
 
 
 def test_user_text_is_printed_as_written_not_read_as_markup(tmp_path, capsys):

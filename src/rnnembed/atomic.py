@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -45,14 +45,28 @@ def atomic_write(path: str | Path, data: str | bytes) -> None:
             tmp.write_bytes(data)
 
 
-def check_writable(path: str | Path, folder: bool = False) -> None:
+def check_writable(
+    path: str | Path,
+    folder: bool = False,
+    *,
+    suffix: str | None = None,
+    inputs: Sequence[str | Path] = (),
+) -> None:
     """Refuse, before any work, an output ``path`` (a file, or a ``folder``) that cannot be
     written: a folder where a file goes or the reverse, a parent that is a file, or a place
-    without write permission."""
+    without write permission; and a file that is one of the ``inputs`` or does not end in
+    ``suffix`` (so that a slip cannot write over a text or a model's weights)."""
     path = Path(path)
     kind, other = ("folder", "file") if folder else ("file", "folder")
     if path.exists() and path.is_dir() != folder:
         raise RnnembedError(f"{path} is a {other}; give the path of a {kind} to write")
+    if path.is_file() and any(Path(p).is_file() and path.samefile(p) for p in inputs):
+        raise RnnembedError(f"{path} is one of the inputs; write the output elsewhere")
+    if suffix is not None and path.suffix.lower() != suffix:
+        raise RnnembedError(
+            f"{path} does not end in {suffix}; give the path of a {suffix} file to write (a "
+            "file already there is replaced)"
+        )
     place = path if folder and path.is_dir() else path.parent  # where the new files will go
     while not place.exists() and place != place.parent:
         place = place.parent

@@ -114,7 +114,7 @@ def _print_result(data: dict, as_json: bool) -> None:
 @app.command()
 def tokenize(
     corpus: Annotated[list[Path], typer.Argument(help="Text files or folders to learn from.")],
-    out: Annotated[Path, typer.Option(help="Where to write the tokenizer JSON.")],
+    out: Annotated[Path, typer.Option(help="Where to write the tokenizer (a .json file).")],
     kind: Annotated[str, typer.Option(help="char, word or bpe.")] = "bpe",
     vocab_size: Annotated[
         int | None, typer.Option(help="Vocabulary cap, special tokens included.")
@@ -129,7 +129,7 @@ def tokenize(
     from rnnembed.corpus import iter_texts
     from rnnembed.tokenizer import Tokenizer
 
-    check_writable(out)
+    check_writable(out, suffix=".json", inputs=corpus)
 
     def texts():
         return iter_texts(corpus, encoding=encoding, field=field, column=column)
@@ -475,9 +475,7 @@ def embed(
     from rnnembed.language_model import LanguageModel
     from rnnembed.progress import ChunkProgress
 
-    check_writable(out)
-    if out.is_file() and any(path.is_file() and out.samefile(path) for path in inputs):
-        raise RnnembedError(f"--out {out} is one of the inputs; write the vectors elsewhere")
+    check_writable(out, suffix=".npy", inputs=inputs)
     lm = LanguageModel.load(model, device)
     read = {"encoding": encoding, "field": field, "column": column}
     count, blocks = _chunk_blocks(inputs, "lines", read, ENCODE_BLOCK)
