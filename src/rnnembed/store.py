@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import re
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -31,6 +32,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import numpy as np
 from pymilvus import (
@@ -77,6 +79,7 @@ HNSW_EF = 1536
 VECTOR_INDEXES = (("HNSW", HNSW_BUILD), ("FLAT", {}), ("AUTOINDEX", {}))  # in order of choice
 HYBRID_CANDIDATES = 50  # hits each of dense and BM25 hand to the fusion
 RRF_K = 60
+COLLECTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")  # Milvus's rule
 BATCH = 512  # texts embedded and rows inserted at a time
 ID_BATCH = 1_000  # ids looked up at a time
 SCAN_BATCH = 16_384  # rows a query iterator returns at a time (Milvus's most)
@@ -136,6 +139,11 @@ class VectorStore:
         token: str = "",
         create: bool = True,
     ):
+        if not isinstance(collection, str) or not COLLECTION_NAME.fullmatch(collection):
+            raise RnnembedError(
+                f"collection name {collection!r} is not one Milvus takes: up to 255 letters, "
+                "digits and underscores, starting with a letter or an underscore"
+            )
         if analyzer is not None and analyzer not in ANALYZERS:
             raise RnnembedError(
                 f"unknown analyzer {analyzer!r}; choose one of {', '.join(ANALYZERS)}"
@@ -671,7 +679,12 @@ def _connect(uri: str, token: str, create: bool) -> tuple[MilvusClient, str | No
                 "URI like http://localhost:19530; pass one of those"
             )
         try:
+            _ = urlsplit(uri).port  # ValueError for a port that is not a number in range
             return MilvusClient(uri=uri, token=token), None
+        except ValueError as exc:
+            raise RnnembedError(
+                f"{uri!r} is not a valid server URI ({exc}); pass one like http://localhost:19530"
+            ) from None
         except MilvusException as exc:
             raise RnnembedError(
                 f"cannot reach Milvus at {uri} ({exc.message}); check the URI and the token, "
