@@ -29,6 +29,20 @@ def test_folders_are_read_recursively_in_order_skipping_hidden(tmp_path):
     assert [p.name for p in corpus_files([tmp_path])] == ["b.txt", "a.md", "c.txt"]
 
 
+def test_model_folders_inside_a_corpus_folder_are_not_read_as_text(tmp_path):
+    (tmp_path / "notes.txt").write_text("a note\n", encoding="utf-8")
+    model = tmp_path / "model"  # `rnnembed train corpus --out corpus/model`
+    (model / "backward").mkdir(parents=True)
+    for folder in (model, model / "backward"):
+        for name in ("config.json", "tokenizer.json"):
+            (folder / name).write_text("{}", encoding="utf-8")
+        (folder / "metrics.jsonl").write_text('{"step": 1}\n', encoding="utf-8")
+    (tmp_path / "config.json").write_text("{}", encoding="utf-8")  # alone: not a model
+    assert list(iter_texts([tmp_path])) == ["a note"]
+    with pytest.raises(RnnembedError, match="no text in .*model; .*model folders are skipped"):
+        list(read_corpus([model]))
+
+
 def test_jsonl_field_and_csv_column(tmp_path):
     jsonl = tmp_path / "docs.jsonl"
     jsonl.write_text(
@@ -108,6 +122,9 @@ def test_binary_and_empty_corpora_are_refused(tmp_path):
     folder.mkdir()
     with pytest.raises(RnnembedError, match="corpus is empty"):
         list(read_corpus([folder]))
+    many = [empty] * 5
+    with pytest.raises(RnnembedError, match=r"empty.txt and 2 more;"):
+        list(read_corpus(many))
     with pytest.raises(RnnembedError, match="no such file"):
         list(read_corpus([tmp_path / "missing.txt"]))
     with pytest.raises(RnnembedError, match="unknown encoding"):

@@ -190,6 +190,7 @@ def test_embed_writes_block_by_block_and_inputs_that_change_are_noticed(
 
 
 def test_user_errors_print_one_line_not_a_traceback(capsys, model, corpus, db, tmp_path):
+    (tmp_path / "empty").mkdir()
     cases = [
         (("search", model, "x", "--db", tmp_path / "missing.db"), "no such database"),
         (("search", model, "x", "--db", db, "--mode", "fuzzy"), "unknown search mode"),
@@ -206,6 +207,7 @@ def test_user_errors_print_one_line_not_a_traceback(capsys, model, corpus, db, t
         (("index", model, corpus, "--db", db, "--chunk", "words"), "unknown chunk"),
         (("index", tmp_path / "no-model", corpus, "--db", db), "no such model folder"),
         (("embed", model, tmp_path / "nothing.txt", "--out", tmp_path / "v.npy"), "no such file"),
+        (("index", model, tmp_path / "empty", "--db", db), "no text in " + str(tmp_path / "empty")),
     ]
     for argv, message in cases:
         code, out, err = run(capsys, *argv)

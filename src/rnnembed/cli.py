@@ -530,15 +530,17 @@ def index(
 ) -> None:
     """Embed the inputs' chunks and store them in Milvus for search; chunks already stored are
     skipped, so indexing the same files again adds nothing."""
-    from rnnembed.corpus import corpus_files
+    from rnnembed.corpus import corpus_files, empty_corpus
     from rnnembed.language_model import LanguageModel
     from rnnembed.progress import ChunkProgress
     from rnnembed.store import VectorStore
 
     _setup_logging(quiet or as_json)
+    files = corpus_files(inputs)  # listed once: pruning compares with what was read
+    if not files:
+        raise empty_corpus(inputs)
     lm = LanguageModel.load(model, device)
     read = {"encoding": encoding, "field": field, "column": column}
-    files = corpus_files(inputs)  # listed once: pruning compares with what was read
     count, blocks = _chunk_blocks(files, chunk, read, INDEX_BATCH)
     options = {"collection": collection, "pooling": pooling, "analyzer": analyzer, "token": token}
     with VectorStore(db, model=lm, **options) as store:

@@ -11,7 +11,7 @@ import codecs
 import csv
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from rnnembed.errors import RnnembedError
 TEXT_SUFFIXES = frozenset({".txt", ".text", ".md", ".rst", ".tokens"})
 JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson"})
 TABLE_DELIMITERS = {".csv": ",", ".tsv": "\t"}
+MODEL_FILES = ("config.json", "tokenizer.json")  # what every model folder holds
 CORPUS_SUFFIXES = TEXT_SUFFIXES | JSONL_SUFFIXES | frozenset(TABLE_DELIMITERS)
 
 
@@ -45,16 +46,21 @@ def source_file(source: str) -> str:
 
 def corpus_files(paths: Iterable[str | Path]) -> list[Path]:
     """The files behind ``paths``: files as given, folders searched recursively for files
-    ending in one of ``CORPUS_SUFFIXES`` (hidden files and folders skipped), in sorted order."""
+    ending in one of ``CORPUS_SUFFIXES``, in sorted order. Hidden files and folders are
+    skipped, and so are model folders (those holding ``MODEL_FILES``: a model trained into
+    its own corpus folder is not read as text, and the corpus stays the one it was)."""
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
+            models = {f.parent for f in p.rglob(MODEL_FILES[0]) if _is_model(f.parent)}
+            models.update([p] if _is_model(p) else [])
             files.extend(
                 f
                 for f in sorted(p.rglob("*"))
                 if f.is_file()
                 and f.suffix.lower() in CORPUS_SUFFIXES
                 and not any(part.startswith(".") for part in f.relative_to(p).parts)
+                and not models.intersection(f.parents)
             )
         elif p.is_file():
             files.append(p)
@@ -63,6 +69,10 @@ def corpus_files(paths: Iterable[str | Path]) -> list[Path]:
         else:
             raise RnnembedError(f"{p}: no such file or folder; check the path")
     return files
+
+
+def _is_model(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in MODEL_FILES)
 
 
 def read_corpus(
@@ -85,11 +95,19 @@ def read_corpus(
             has_text = has_text or bool(record.text.strip())
             yield record
     if not has_text:
-        names = ", ".join(str(p) for p in paths) or "(no paths given)"
-        raise RnnembedError(
-            f"the corpus is empty: no text in {names}; give files or folders that contain text "
-            f"(folders are searched for {', '.join(sorted(CORPUS_SUFFIXES))})"
-        )
+        raise empty_corpus(paths)
+
+
+def empty_corpus(paths: Sequence[str | Path], shown: int = 3) -> RnnembedError:
+    """The error for ``paths`` that hold no text (the first ``shown`` of them named)."""
+    names = ", ".join(str(p) for p in paths[:shown]) or "(no paths given)"
+    if len(paths) > shown:
+        names += f" and {len(paths) - shown} more"
+    return RnnembedError(
+        f"the corpus is empty: no text in {names}; give files or folders that contain text "
+        f"(folders are searched for {', '.join(sorted(CORPUS_SUFFIXES))}; hidden and model "
+        "folders are skipped)"
+    )
 
 
 def iter_texts(paths: Iterable[str | Path], **options: str) -> Iterator[str]:

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from rnnembed import embedding
 from rnnembed.atomic import atomic_path, atomic_write, check_writable
 from rnnembed.config import DEFAULT_TEMPERATURE, JsonConfig
-from rnnembed.corpus import iter_texts
+from rnnembed.corpus import MODEL_FILES, iter_texts
 from rnnembed.embedding import DEFAULT_POOLING, EmbeddingStream
 from rnnembed.errors import RnnembedError
 from rnnembed.generation import sample
@@ -48,9 +48,8 @@ from rnnembed.training import (
 C = TypeVar("C", bound=JsonConfig)
 log = logging.getLogger(__name__)
 
-CONFIG = "config.json"
+CONFIG, TOKENIZER = MODEL_FILES  # config.json, tokenizer.json
 WEIGHTS = "model.safetensors"
-TOKENIZER = "tokenizer.json"
 CURVE = "training_curve.png"
 BACKWARD = "backward"  # the folder of a bidirectional model's backward half
 VALID_FRACTION, VALID_MAX_TOKENS = 0.05, 200_000
