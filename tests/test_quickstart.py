@@ -21,9 +21,16 @@ def test_only_a_quickstart_folder_is_cleared(tmp_path):
     assert (mine / "thesis.txt").read_text() == "do not delete"
     ours = tmp_path / "ours"
     prepare_folder(ours)
-    (ours / "old-model").mkdir()
+    (ours / "model").mkdir()  # an earlier run's
+    (ours / "index.db").mkdir()
     prepare_folder(ours)
     assert sorted(p.name for p in ours.iterdir()) == [MARKER]
+    (ours / "model").mkdir()
+    (ours / "my-notes").mkdir()  # the user's own, beside the earlier run's
+    (ours / "my-notes" / "n.txt").write_text("keep")
+    with pytest.raises(RnnembedError, match=r"did not make \(my-notes\)"):
+        prepare_folder(ours)
+    assert (ours / "my-notes" / "n.txt").read_text() == "keep" and (ours / "model").is_dir()
 
 
 def test_the_quickstart_runs_end_to_end(tmp_path, capsys, monkeypatch):

@@ -1,6 +1,8 @@
 import json
+import os
 import re
 import shutil
+import signal
 
 import numpy as np
 import pytest
@@ -187,6 +189,27 @@ def test_embed_writes_block_by_block_and_inputs_that_change_are_noticed(
     assert [p.name for p in tmp_path.iterdir()] == ["vectors.npy"]  # no temporary file left
     code, _, err = run(capsys, "index", model, corpus, "--db", tmp_path / "x.db", "--quiet")
     assert code == 1 and "the inputs changed while they were being read" in err
+
+
+def test_sigterm_unwinds_embed_as_ctrl_c_does(capsys, model, corpus, tmp_path, monkeypatch):
+    out_file = tmp_path / "vectors.npy"
+    out_file.write_bytes(b"an earlier file")
+    monkeypatch.setattr("rnnembed.embedding.ENCODE_BLOCK", 10)
+    encode, calls = LanguageModel.encode, []
+
+    def terminated_midway(self, texts, **options):
+        calls.append(len(texts))
+        if len(calls) == 2:  # `kill PID` arrives while the second block is encoded
+            os.kill(os.getpid(), signal.SIGTERM)
+        return encode(self, texts, **options)
+
+    monkeypatch.setattr(LanguageModel, "encode", terminated_midway)
+    before = signal.getsignal(signal.SIGTERM)
+    code, _, _ = run(capsys, "embed", model, corpus, "--out", out_file, "--quiet")
+    assert code == 128 + signal.SIGTERM and len(calls) == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["vectors.npy"]  # no temporary file left
+    assert out_file.read_bytes() == b"an earlier file"
+    assert signal.getsignal(signal.SIGTERM) is before  # main's handler lasts as long as main
 
 
 def test_user_errors_print_one_line_not_a_traceback(capsys, model, corpus, db, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,7 +68,10 @@ def _setup_logging(quiet: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app; a user error prints its message, no traceback, exit 1."""
+    """Entry point: run the app; a user error prints its message, no traceback, exit 1.
+    SIGTERM ends a command as Ctrl-C does, unwinding it (exit 143): files it was writing are
+    removed, not left half-written."""
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         app(args=argv, prog_name="rnnembed")
     except RnnembedError as exc:
@@ -84,6 +88,12 @@ def main(argv: list[str] | None = None) -> None:
             "smaller model (--hidden, --layers), fewer streams (--batch-size), or fewer texts "
             "at a time"
         )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _print_error(message: str) -> None:
@@ -727,7 +737,6 @@ def serve(
     """Serve a model over HTTP: OpenAI-compatible /v1/embeddings, /v1/search and /v1/documents
     over an index, /v1/generate, /metrics, and a search page at /."""
     import ipaddress
-    import signal
 
     import uvicorn
 

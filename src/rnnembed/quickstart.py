@@ -21,6 +21,7 @@ from rnnembed.errors import RnnembedError
 log = logging.getLogger(__name__)
 
 MARKER = ".rnnembed-quickstart"
+MADE = frozenset({MARKER, "corpus", "model", "index.db"})  # what a run writes in its folder
 SKIPPED_PACKAGES = frozenset(
     {
         "idlelib",
@@ -93,14 +94,26 @@ def write_corpus(folder: Path) -> tuple[Path, Path, int]:
 
 
 def prepare_folder(folder: Path) -> None:
-    """Start from an empty folder; only a folder an earlier quickstart made is cleared."""
+    """Start from an empty folder. Only what an earlier quickstart made there (``MADE``) is
+    cleared, and only from a folder it made (marked): anything else in it is refused."""
     check_writable(folder, folder=True)
     if folder.exists() and any(folder.iterdir()):
         if not (folder / MARKER).is_file():
             raise RnnembedError(
-                f"{folder} exists and was not made by the quickstart; move it or pass --folder"
+                f"{folder} exists and was not made by the quickstart; move it away or pass "
+                "another --folder"
             )
-        shutil.rmtree(folder)
+        others = sorted(p.name for p in folder.iterdir() if p.name not in MADE)
+        if others:
+            raise RnnembedError(
+                f"{folder} holds files the quickstart did not make ({', '.join(others)}), and "
+                "a new run clears the folder; move them out or pass another --folder"
+            )
+        for path in folder.iterdir():
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MARKER).write_text("made by `rnnembed quickstart`; safe to delete\n")
 

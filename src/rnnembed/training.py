@@ -122,7 +122,8 @@ class TrainConfig(JsonConfig):
             for name in names:
                 value = getattr(self, name)
                 if value is not None and not (math.isfinite(value) and allowed(value)):
-                    raise RnnembedError(f"{name} must be {rule}, not {value}")
+                    finite = "" if math.isfinite(value) else "a finite number "
+                    raise RnnembedError(f"{name} must be {finite}{rule}, not {value}")
         check_seed(self.seed)
         pick_device(self.device)
 
