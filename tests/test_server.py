@@ -145,6 +145,7 @@ def test_dimensions_equal_to_the_models_is_accepted_any_other_refused(client, ur
         ({"model": "tiny", "input": [1.5]}, 422, "input"),
         ({"model": "tiny", "input": "a", "encoding_format": "hex"}, 422, "encoding_format"),
         ({"model": "tiny"}, 422, "input"),
+        ({"model": "tiny", "input": "a", "user": 5}, 422, "user"),
     ],
 )
 def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(url, body, status, param):
@@ -356,6 +357,8 @@ def test_search_errors(url):
     assert_openai_error(post(url, "/v1/search", {"query": "a", "filter": "source =="}), 400)
     assert_openai_error(post(url, "/v1/search", {"k": 3}), 422, "query")
     assert_openai_error(post(url, "/v1/search", {"query": "a", "k": "three"}), 422, "k")
+    typo = assert_openai_error(post(url, "/v1/search", {"query": "a", "top_k": 2}), 422, "top_k")
+    assert typo["message"] == "unknown field 'top_k'; /v1/search takes query, k, mode, filter"
 
 
 def test_documents_are_added_once(url):
@@ -370,6 +373,8 @@ def test_documents_are_added_once(url):
     bad = post(url, "/v1/documents", {"texts": ["a", "b"], "sources": ["one"]})
     assert "sources" in assert_openai_error(bad, 400)["message"]
     assert_openai_error(post(url, "/v1/documents", {"texts": "not a list"}), 422, "texts")
+    typo = post(url, "/v1/documents", {"texts": ["a"], "source": ["notes:3"]})  # not "sources"
+    assert "unknown field 'source'" in assert_openai_error(typo, 422, "source")["message"]
 
 
 def test_without_a_store_search_and_documents_say_so(lm):

@@ -263,8 +263,10 @@ def test_bad_arguments_are_clear_errors(store):
         store.delete([5])
     with pytest.raises(RnnembedError, match="empty"):
         store.add(["fine", " "])
-    with pytest.raises(RnnembedError, match="sources"):
-        store.add(["a", "b"], sources=["only one"])
+    with pytest.raises(RnnembedError, match=r"2 texts but 1 sources; give one per text, or none$"):
+        store.add(["a", "b"], sources=["only one"])  # no word of the metadata not given
+    with pytest.raises(RnnembedError, match="2 texts but 3 metadata"):
+        store.add(["a", "b"], sources=["a", "b"], metadata=[{}] * 3)
     before = store.count()
     with pytest.raises(RnnembedError, match="metadata 1 is not plain JSON"):
         store.add(["a", "b"], metadata=[{}, {"x": float("nan")}])  # Milvus would keep null

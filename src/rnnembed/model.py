@@ -56,6 +56,17 @@ class ModelConfig(JsonConfig):
             raise RnnembedError("softmax must be full or adaptive")
         if self.softmax == "adaptive" and not self.cutoffs:
             self.cutoffs = [c for c in (2000, 10000) if c < self.vocab_size - 1]
+        bounds = self.cutoffs
+        if self.softmax == "adaptive" and not (
+            bounds
+            and bounds == sorted(set(bounds))
+            and 0 < bounds[0] <= bounds[-1] < self.vocab_size
+        ):
+            raise RnnembedError(
+                "an adaptive softmax needs cutoffs that rise from 1 to at most the vocabulary's "
+                f"size less one ({self.vocab_size - 1}), not {bounds}; fix them, or use the full "
+                "softmax (a vocabulary of at most 2,001 ids gets no default cutoffs)"
+            )
 
     @property
     def embedding_dims(self) -> int:

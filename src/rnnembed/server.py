@@ -13,7 +13,9 @@ Routes:
 - ``POST /v1/search`` (``query``, ``k``, ``mode``, ``filter``) and ``POST /v1/documents``
   (``texts``, ``sources``, ``metadata``; idempotent) over the store, if the app has one.
 - ``POST /v1/generate`` (``prompt``, ``max_tokens``, ``temperature``, ``top_k``, ``top_p``,
-  ``seed``): text sampled from the language model.
+  ``seed``): text sampled from the language model. These three refuse a field they do not
+  take (422), so a misspelled one is not ignored; the embeddings route, like OpenAI's, lets
+  clients send more.
 - ``GET /v1/models`` (OpenAI's list), ``GET /health``, ``GET /metrics`` (Prometheus text) and
   ``GET /``, the search page.
 
@@ -50,7 +52,7 @@ import numpy as np
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -133,26 +135,40 @@ class EmbeddingRequest(BaseModel):
     user: StrictStr | None = None
 
 
-class SearchRequest(BaseModel):
+class OwnRequest(BaseModel):
+    """The body of an endpoint of ours (not OpenAI's, whose clients send fields of their own):
+    an unknown field is refused, so a misspelled one ("source", "top_k") is not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class SearchRequest(OwnRequest):
     query: StrictStr
     k: StrictInt = 10
     mode: StrictStr = "dense"
     filter: StrictStr | None = None
 
 
-class DocumentsRequest(BaseModel):
+class DocumentsRequest(OwnRequest):
     texts: list[StrictStr]
     sources: list[StrictStr] | None = None
     metadata: list[dict[str, Any]] | None = None
 
 
-class GenerateRequest(BaseModel):
+class GenerateRequest(OwnRequest):
     prompt: StrictStr = ""
     max_tokens: StrictInt = Field(100, ge=1)
     temperature: float = Field(DEFAULT_TEMPERATURE, ge=0)
     top_k: StrictInt = Field(0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
     seed: StrictInt | None = Field(None, ge=SEEDS[0], le=SEEDS[1])
+
+
+OWN_BODIES: dict[str, type[OwnRequest]] = {
+    "/v1/search": SearchRequest,
+    "/v1/documents": DocumentsRequest,
+    "/v1/generate": GenerateRequest,
+}
 
 
 # -- metrics ------------------------------------------------------------------------------------
@@ -565,7 +581,11 @@ def _add_error_handlers(app: FastAPI) -> None:
         first = errors[0]
         loc = [str(part) for part in first["loc"][1:]]  # without "body"
         param = loc[0] if loc else None
-        if first["type"] == "missing":
+        if first["type"] == "extra_forbidden":
+            body = OWN_BODIES.get(request.url.path)
+            takes = f"; {request.url.path} takes {', '.join(body.model_fields)}" if body else ""
+            message = f"unknown field '{'.'.join(loc)}'{takes}"
+        elif first["type"] == "missing":
             message = f"'{'.'.join(loc)}' is required" if loc else "the request needs a JSON body"
         elif param == "input":
             message = (

@@ -334,17 +334,20 @@ class VectorStore:
         embedded nor inserted again, and their ids are returned like the others.
         """
         texts = check_texts(texts)
-        sources = [""] * len(texts) if sources is None else check_texts(sources, "source")
+        if sources is not None:
+            sources = check_texts(sources, "source")
         if metadata is not None and (
             isinstance(metadata, dict) or not isinstance(metadata, Iterable)
         ):
             raise RnnembedError("metadata must be a list of dicts, one per text")
-        metadata = [{}] * len(texts) if metadata is None else list(metadata)
-        if not len(texts) == len(sources) == len(metadata):
-            raise RnnembedError(
-                f"{len(texts)} texts but {len(sources)} sources and {len(metadata)} metadata; "
-                "give one of each per text"
-            )
+        metadata = None if metadata is None else list(metadata)
+        for name, given in (("sources", sources), ("metadata", metadata)):
+            if given is not None and len(given) != len(texts):
+                raise RnnembedError(
+                    f"{len(texts)} texts but {len(given)} {name}; give one per text, or none"
+                )
+        sources = [""] * len(texts) if sources is None else sources
+        metadata = [{}] * len(texts) if metadata is None else metadata
         for i, (text, source, meta) in enumerate(zip(texts, sources, metadata, strict=True)):
             if not text.strip():
                 raise RnnembedError(f"text {i} is empty; give non-empty texts")
