@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ from rnnembed.evaluation.retrieval import (
     score,
     search,
 )
+from rnnembed.language_model import LanguageModel
 from rnnembed.store import RRF_K
 
 
@@ -59,7 +61,12 @@ def tfidf_scores(folder: Path, split: str, query_ids: list[str]) -> tuple[np.nda
 
 
 def feedback_rows(
-    model, folder: Path, split: str, bm25: dict[str, list[str]], depths: list[int], ndcg
+    model: LanguageModel,
+    folder: Path,
+    split: str,
+    bm25: dict[str, list[str]],
+    depths: list[int],
+    ndcg: Callable[[dict[str, list[str]]], float],
 ) -> list[dict]:
     """Rows of the model's dense ranking with Rocchio feedback from BM25's top m, each m."""
     corpus, queries, _, _ = load_beir(folder, split)
@@ -103,8 +110,6 @@ def main() -> None:
     model = None
     modes = ["bm25"]
     if args.model is not None:
-        from rnnembed.language_model import LanguageModel
-
         model = LanguageModel.load(args.model)
         modes = ["bm25", "dense", "hybrid"]
     rankings, qrels, split, documents = search(folder, model, modes, args.split)

@@ -1,4 +1,5 @@
 import json
+import threading
 
 import pytest
 
@@ -112,7 +113,11 @@ def test_output_paths_that_cannot_be_written_are_refused_before_any_work(tmp_pat
     corpus = tmp_path / "c.txt"
     corpus.write_text("the cat sat\n", encoding="utf-8")
     (tmp_path / "folder").mkdir()
-    weights = tmp_path / "model.safetensors"
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"rnnembed_version": "0.1.0"}', encoding="utf-8")
+    (model / "tokenizer.json").write_text("{}", encoding="utf-8")
+    weights = model / "model.safetensors"
     weights.write_bytes(b"weights")
     cases = [
         (["tokenize", str(corpus), "--out", str(tmp_path / "folder")], "is a folder"),
@@ -123,12 +128,14 @@ def test_output_paths_that_cannot_be_written_are_refused_before_any_work(tmp_pat
         # a slip in --out must not write over a text or a model's weights
         (["tokenize", str(tmp_path), "--out", str(weights)], "does not end in .json"),
         (["embed", "no-model", str(corpus), "--out", str(weights)], "does not end in .npy"),
+        (["tokenize", str(corpus), "--out", str(model / "tokenizer.json")], "is a model folder"),
     ]
     for argv, message in cases:
         code, out, err = run(capsys, *argv)
         assert code == 1 and message in err and "Traceback" not in err + out
     assert corpus.read_text(encoding="utf-8") == "the cat sat\n"
     assert weights.read_bytes() == b"weights"
+    assert (model / "tokenizer.json").read_text(encoding="utf-8") == "{}"
 
 
 def test_user_text_is_printed_as_written_not_read_as_markup(tmp_path, capsys):
@@ -156,3 +163,42 @@ def test_serve_refuses_a_port_in_use_before_it_opens_a_store(tmp_path, capsys):
         db = tmp_path / "fresh.db"
         code, _, err = run(capsys, "serve", str(tmp_path), "--db", str(db), "--port", port)
     assert code == 1 and f"cannot listen on 127.0.0.1:{port}" in err and not db.exists()
+
+
+def test_out_of_memory_is_one_line_and_other_errors_still_surface(capsys, monkeypatch):
+    cpu = (
+        "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+        "memory: you tried to allocate 160000000000 bytes. Error code 12 (Cannot allocate memory)"
+    )
+    said = "(DefaultCPUAllocator: can't allocate memory: you tried to allocate 160000000000 bytes"
+    for raised, detail in ((RuntimeError(cpu), said), (MemoryError(), "(MemoryError)")):
+
+        def fail(*args, raised=raised):
+            raise raised
+
+        monkeypatch.setattr("rnnembed.datasets.find_dataset", fail)
+        code, out, err = run(capsys, "datasets")
+        assert code == 1 and "Traceback" not in out + err
+        assert err.startswith(f"error: out of memory {detail}") and "--device cpu" in err
+
+    def bug(*args):
+        raise RuntimeError("expected all tensors to be on the same device")
+
+    monkeypatch.setattr("rnnembed.datasets.find_dataset", bug)
+    with pytest.raises(RuntimeError, match="same device"):  # not dressed up as a user error
+        main(["datasets"])
+
+
+def test_main_runs_in_a_thread_where_signals_cannot_be_set(capsys):
+    codes = []
+
+    def call():
+        try:
+            main(["datasets", "--json"])
+        except SystemExit as done:
+            codes.append(done.code)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    thread.join()
+    assert codes == [0] and json.loads(capsys.readouterr().out)["datasets"]

@@ -1,4 +1,5 @@
 import json
+import logging
 import os
 import tracemalloc
 
@@ -29,16 +30,25 @@ def test_folders_are_read_recursively_in_order_skipping_hidden(tmp_path):
     assert [p.name for p in corpus_files([tmp_path])] == ["b.txt", "a.md", "c.txt"]
 
 
-def test_model_folders_inside_a_corpus_folder_are_not_read_as_text(tmp_path):
+def test_model_folders_inside_a_corpus_folder_are_not_read_as_text(tmp_path, caplog):
     (tmp_path / "notes.txt").write_text("a note\n", encoding="utf-8")
     model = tmp_path / "model"  # `rnnembed train corpus --out corpus/model`
     (model / "backward").mkdir(parents=True)
+    (model / "config.json").write_text('{"rnnembed_version": "0.1.0"}', encoding="utf-8")
+    (model / "tokenizer.json").write_text("{}", encoding="utf-8")
     for folder in (model, model / "backward"):
-        for name in ("config.json", "tokenizer.json"):
-            (folder / name).write_text("{}", encoding="utf-8")
         (folder / "metrics.jsonl").write_text('{"step": 1}\n', encoding="utf-8")
-    (tmp_path / "config.json").write_text("{}", encoding="utf-8")  # alone: not a model
-    assert list(iter_texts([tmp_path])) == ["a note"]
+    other = tmp_path / "bert-base"  # another library's model folder, with its own notes
+    other.mkdir()
+    for name in ("config.json", "tokenizer.json"):
+        (other / name).write_text("{}", encoding="utf-8")
+    (other / "README.md").write_text("a model card\n", encoding="utf-8")
+    with caplog.at_level(logging.INFO, logger="rnnembed.corpus"):
+        assert list(iter_texts([tmp_path])) == ["a model card", "a note"]
+        list(iter_texts([tmp_path]))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"skipping {model}: an rnnembed model folder, not text"  # said once, not at each read
+    ]
     with pytest.raises(RnnembedError, match="no text in .*model; .*model folders are skipped"):
         list(read_corpus([model]))
 

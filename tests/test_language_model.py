@@ -144,7 +144,7 @@ def _edit_config(folder, **changes):
         (lambda d: _edit_config(d, model={"vocab_size": 300, "cell": "x"}), "unknown cell 'x'"),
         (
             lambda d: _edit_config(d, model={"vocab_size": 300, "softmax": "adaptive"}),
-            r"adaptive softmax needs cutoffs .*not \[\]; fix them, or use the full softmax",
+            r"damaged \(an adaptive softmax needs cutoffs .*not \[\]\); restore it or retrain",
         ),
         (lambda d: (d / "tokenizer.json").unlink(), "no tokenizer file"),
         (lambda d: (d / "tokenizer.json").write_text("[]"), "not an rnnembed tokenizer"),

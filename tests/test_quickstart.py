@@ -2,7 +2,7 @@ import pytest
 
 from rnnembed import RnnembedError, quickstart
 from rnnembed.cli import main
-from rnnembed.quickstart import MARKER, documentation_sections, prepare_folder
+from rnnembed.quickstart import MADE, MARKER, documentation_sections, prepare_folder
 
 
 def test_the_corpus_is_pythons_own_documentation():
@@ -46,3 +46,4 @@ def test_the_quickstart_runs_end_to_end(tmp_path, capsys, monkeypatch):
         assert query in out
     assert "rnnembed train my_docs/" in out
     assert (tmp_path / "qs" / "index.db").is_dir() and (tmp_path / "qs" / "model").is_dir()
+    assert {p.name for p in (tmp_path / "qs").iterdir()} == MADE  # so a rerun may clear them

@@ -329,6 +329,21 @@ def test_databases_that_cannot_be_opened(lm, tmp_path):
         VectorStore(tmp_path / "x.db", model=lm, analyzer="klingon")
 
 
+def test_a_new_collection_needs_milvus_rule_for_names_an_existing_one_opens(
+    lm, tmp_path, monkeypatch
+):
+    uri = str(tmp_path / "names.db")
+    monkeypatch.setattr("rnnembed.store.COLLECTION_NAME", re.compile(r"[\w-]+"))
+    with VectorStore(uri, model=lm, collection="my-docs") as made:  # Milvus Lite takes it
+        made.add(["kept by an earlier version"])
+    monkeypatch.undo()
+    with VectorStore(uri, model=lm, collection="my-docs") as opened:
+        assert opened.count() == 1
+    for name, problem in [("new-docs", "not one Milvus takes"), ("x" * 256, "1 to 255")]:
+        with pytest.raises(RnnembedError, match=problem):
+            VectorStore(uri, model=lm, collection=name)
+
+
 def test_missing_collection_is_an_error_when_not_creating(lm, store):
     with pytest.raises(RnnembedError, match="no collection 'nope' .*it has: .*default"):
         VectorStore(store.uri, model=lm, collection="nope", create=False)

@@ -6,6 +6,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -29,6 +30,7 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
+OUT_OF_MEMORY = ("out of memory", "can't allocate memory")  # PyTorch's words, CUDA's and CPU's
 
 Encoding = Annotated[
     str, typer.Option(help="Text encoding of the input files, e.g. utf-8, cp1252.")
@@ -71,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app; a user error prints its message, no traceback, exit 1.
     SIGTERM ends a command as Ctrl-C does, unwinding it (exit 143): files it was writing are
     removed, not left half-written."""
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    handles = threading.current_thread() is threading.main_thread()  # Python's rule for signals
+    previous = signal.signal(signal.SIGTERM, _terminate) if handles else None
     try:
         app(args=argv, prog_name="rnnembed")
     except RnnembedError as exc:
@@ -79,17 +82,18 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as exc:  # the system refused: permissions, a folder where a file goes, ...
         _print_error(f"{exc}; check the path and its permissions" if exc.filename else str(exc))
     except (MemoryError, RuntimeError) as exc:  # PyTorch's CPU allocator raises RuntimeError
-        if not isinstance(exc, MemoryError) and not any(
-            words in str(exc) for words in ("out of memory", "can't allocate memory")
-        ):
+        sentences = str(exc).split(". ")
+        found = [i for i, said in enumerate(sentences) if any(w in said for w in OUT_OF_MEMORY)]
+        if not isinstance(exc, MemoryError) and not found:
             raise
+        detail = ". ".join(sentences[found[0] : found[0] + 2])[:200] if found else "MemoryError"
         _print_error(
-            f"out of memory ({str(exc).splitlines()[0] if str(exc) else 'MemoryError'}); use a "
-            "smaller model (--hidden, --layers), fewer streams (--batch-size), or fewer texts "
-            "at a time"
+            f"out of memory ({detail}); ask for less (when training, a smaller --hidden, "
+            "--layers or --batch-size), free memory, or, if a GPU is full, pass --device cpu"
         )
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if previous is not None:  # None: a handler not set from Python, or not ours to change
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -136,10 +140,15 @@ def tokenize(
 ) -> None:
     """Train a tokenizer (char, word or byte-level BPE) on a corpus and save it."""
     from rnnembed.atomic import check_writable
-    from rnnembed.corpus import iter_texts
+    from rnnembed.corpus import is_model_folder, iter_texts
     from rnnembed.tokenizer import Tokenizer
 
     check_writable(out, suffix=".json", inputs=corpus)
+    if is_model_folder(out.parent):
+        raise RnnembedError(
+            f"{out.parent} is a model folder, whose files must stay those it was trained with; "
+            "write the tokenizer elsewhere"
+        )
 
     def texts():
         return iter_texts(corpus, encoding=encoding, field=field, column=column)
@@ -653,7 +662,7 @@ def quickstart(
 
     _setup_logging(quiet)
     result = run_quickstart(folder, minutes=minutes, progress=not quiet, device=device)
-    model, db = result.folder / "model", result.folder / "index.db"
+    model, db = result.model, result.index
     console.print(Text.assemble(("model", "bold"), f" {model}  ({result.sections} sections)"))
     console.print(Text.assemble(("held-out perplexity", "bold"), f" {result.perplexity:.1f}"))
     console.print(Text.assemble(("sample", "bold"), f" {result.sample}"))

@@ -10,12 +10,16 @@ from __future__ import annotations
 import codecs
 import csv
 import json
+import logging
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from rnnembed.errors import RnnembedError
+
+log = logging.getLogger(__name__)
+_noted_models: set[Path] = set()  # model folders a note has already named
 
 TEXT_SUFFIXES = frozenset({".txt", ".text", ".md", ".rst", ".tokens"})
 JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson"})
@@ -47,13 +51,15 @@ def source_file(source: str) -> str:
 def corpus_files(paths: Iterable[str | Path]) -> list[Path]:
     """The files behind ``paths``: files as given, folders searched recursively for files
     ending in one of ``CORPUS_SUFFIXES``, in sorted order. Hidden files and folders are
-    skipped, and so are model folders (those holding ``MODEL_FILES``: a model trained into
-    its own corpus folder is not read as text, and the corpus stays the one it was)."""
+    skipped, and so are rnnembed model folders (:func:`is_model_folder`): a model trained into
+    its own corpus folder is not read as text, and the corpus stays the one it was."""
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            models = {f.parent for f in p.rglob(MODEL_FILES[0]) if _is_model(f.parent)}
-            models.update([p] if _is_model(p) else [])
+            models = {f.parent for f in p.rglob(MODEL_FILES[0]) if is_model_folder(f.parent)}
+            for model in sorted(models - _noted_models):  # once a process: corpora are reread
+                log.info("skipping %s: an rnnembed model folder, not text", model)
+                _noted_models.add(model)
             files.extend(
                 f
                 for f in sorted(p.rglob("*"))
@@ -71,8 +77,16 @@ def corpus_files(paths: Iterable[str | Path]) -> list[Path]:
     return files
 
 
-def _is_model(folder: Path) -> bool:
-    return all((folder / name).is_file() for name in MODEL_FILES)
+def is_model_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds an rnnembed model: a ``tokenizer.json`` beside a
+    ``config.json`` that names an rnnembed version (as every model's does)."""
+    if not all((folder / name).is_file() for name in MODEL_FILES):
+        return False
+    try:
+        config = json.loads((folder / MODEL_FILES[0]).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(config, dict) and "rnnembed_version" in config
 
 
 def read_corpus(

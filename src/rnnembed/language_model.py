@@ -148,7 +148,9 @@ class LanguageModel:
                 **({"tokenizer": tokenizer} if tokenizer else {}),
                 **({"vocab_size": vocab_size} if vocab_size is not None else {}),
             }
-            saved_tokenizer = {"tokenizer": tok.kind, "vocab_size": tok.vocab_size}
+            info = saved.get("tokenizer")  # older runs saved no cap: their tokenizer's size
+            cap = info.get("vocab_cap", tok.vocab_size) if isinstance(info, dict) else None
+            saved_tokenizer = {"tokenizer": tok.kind, "vocab_size": cap}
             _check_resumed_options(out, {**config.to_dict(), **saved_tokenizer}, given)
         else:
             _check_fresh(out)
@@ -173,7 +175,9 @@ class LanguageModel:
             config = choose_defaults(config, tok.kind, tok.vocab_size)
             check_corpus_size(len(train_ids), config.batch_size)  # before anything is written
             check_model_fits(config, tok.vocab_size)
-            _write_config(out, model_config(config, tok.vocab_size), config, tok, fingerprint)
+            _write_config(
+                out, model_config(config, tok.vocab_size), config, tok, fingerprint, vocab_size or 0
+            )
             tok.save(out / TOKENIZER)
         log.info(
             "training %s%s %d×%d, batch %d × bptt %d, %s, lr %g, on %s tokens",
@@ -421,7 +425,10 @@ def _write_config(
     train_config: TrainConfig,
     tokenizer: Tokenizer,
     fingerprint: str | None = None,
+    vocab_cap: int | None = None,
 ) -> None:
+    """config.json; a run's also records its data's fingerprint and the tokenizer's requested
+    ``vocab_cap`` (0: the default), which ``resume`` checks."""
     from rnnembed import __version__
 
     data = {
@@ -430,6 +437,8 @@ def _write_config(
         "train": train_config.to_dict(),
         "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size},
     }
+    if vocab_cap is not None:
+        data["tokenizer"]["vocab_cap"] = vocab_cap
     if fingerprint is not None:
         data["data_fingerprint"] = fingerprint
     atomic_write(path / CONFIG, json.dumps(data, indent=2))

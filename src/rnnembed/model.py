@@ -64,8 +64,7 @@ class ModelConfig(JsonConfig):
         ):
             raise RnnembedError(
                 "an adaptive softmax needs cutoffs that rise from 1 to at most the vocabulary's "
-                f"size less one ({self.vocab_size - 1}), not {bounds}; fix them, or use the full "
-                "softmax (a vocabulary of at most 2,001 ids gets no default cutoffs)"
+                f"size less one ({self.vocab_size - 1}), not {bounds}"
             )
 
     @property

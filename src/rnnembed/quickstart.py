@@ -21,7 +21,8 @@ from rnnembed.errors import RnnembedError
 log = logging.getLogger(__name__)
 
 MARKER = ".rnnembed-quickstart"
-MADE = frozenset({MARKER, "corpus", "model", "index.db"})  # what a run writes in its folder
+CORPUS, MODEL, INDEX = "corpus", "model", "index.db"  # what a run writes in its folder
+MADE = frozenset({MARKER, CORPUS, MODEL, INDEX})
 SKIPPED_PACKAGES = frozenset(
     {
         "idlelib",
@@ -53,6 +54,14 @@ class QuickstartResult:
     perplexity: float
     sample: str
     searches: list[tuple[str, str, list]] = field(default_factory=list)  # query, mode, hits
+
+    @property
+    def model(self) -> Path:
+        return self.folder / MODEL
+
+    @property
+    def index(self) -> Path:
+        return self.folder / INDEX
 
 
 def documentation_sections() -> Iterator[tuple[str, str]]:
@@ -134,11 +143,11 @@ def run_quickstart(
     folder = Path(folder)
     TrainConfig(minutes=minutes, device=device).check()  # before an earlier run's folder goes
     prepare_folder(folder)
-    train, valid, sections = write_corpus(folder / "corpus")
+    train, valid, sections = write_corpus(folder / CORPUS)
     log.info("corpus: %d sections of Python's documentation in %s", sections, train.parent)
     lm = LanguageModel.train(
         [train],
-        folder / "model",
+        folder / MODEL,
         valid=[valid],
         tokenizer="bpe",
         vocab_size=4000,
@@ -149,7 +158,7 @@ def run_quickstart(
     perplexity = lm.evaluate_files([valid]).perplexity
     sample = lm.generate("The for statement", max_tokens=40, temperature=0.7, top_k=40, seed=0)
     chunks = list(read_chunks([train, valid], chunk="paragraphs"))
-    with VectorStore(str(folder / "index.db"), model=lm) as store:
+    with VectorStore(str(folder / INDEX), model=lm) as store:
         store.add([c.text for c in chunks], sources=[c.source for c in chunks])
         searches = [(q, mode, store.search(q, k=3, mode=mode)) for q, mode in EXAMPLE_QUERIES]
     return QuickstartResult(folder, sections, perplexity, sample, searches)

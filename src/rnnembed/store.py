@@ -79,7 +79,7 @@ HNSW_EF = 1536
 VECTOR_INDEXES = (("HNSW", HNSW_BUILD), ("FLAT", {}), ("AUTOINDEX", {}))  # in order of choice
 HYBRID_CANDIDATES = 50  # hits each of dense and BM25 hand to the fusion
 RRF_K = 60
-COLLECTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")  # Milvus's rule
+COLLECTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # Milvus's rule for a new one
 BATCH = 512  # texts embedded and rows inserted at a time
 ID_BATCH = 1_000  # ids looked up at a time
 SCAN_BATCH = 16_384  # rows a query iterator returns at a time (Milvus's most)
@@ -139,11 +139,8 @@ class VectorStore:
         token: str = "",
         create: bool = True,
     ):
-        if not isinstance(collection, str) or not COLLECTION_NAME.fullmatch(collection):
-            raise RnnembedError(
-                f"collection name {collection!r} is not one Milvus takes: up to 255 letters, "
-                "digits and underscores, starting with a letter or an underscore"
-            )
+        if not isinstance(collection, str) or not 0 < len(collection) <= 255:
+            raise RnnembedError(f"collection name {collection!r} must be 1 to 255 characters")
         if analyzer is not None and analyzer not in ANALYZERS:
             raise RnnembedError(
                 f"unknown analyzer {analyzer!r}; choose one of {', '.join(ANALYZERS)}"
@@ -183,6 +180,11 @@ class VectorStore:
         if exists:
             analyzer = self._check(analyzer)
         elif create:
+            if not COLLECTION_NAME.fullmatch(self.collection):  # Milvus Lite takes some others
+                raise RnnembedError(
+                    f"collection name {self.collection!r} is not one Milvus takes: letters, "
+                    "digits and underscores, starting with a letter or an underscore"
+                )
             analyzer = analyzer or "standard"
             self._create(analyzer)
         else:
@@ -683,11 +685,12 @@ def _connect(uri: str, token: str, create: bool) -> tuple[MilvusClient, str | No
             )
         try:
             _ = urlsplit(uri).port  # ValueError for a port that is not a number in range
-            return MilvusClient(uri=uri, token=token), None
         except ValueError as exc:
             raise RnnembedError(
                 f"{uri!r} is not a valid server URI ({exc}); pass one like http://localhost:19530"
             ) from None
+        try:
+            return MilvusClient(uri=uri, token=token), None
         except MilvusException as exc:
             raise RnnembedError(
                 f"cannot reach Milvus at {uri} ({exc.message}); check the URI and the token, "

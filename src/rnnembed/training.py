@@ -291,19 +291,21 @@ def check_corpus_size(tokens: int, batch_size: int) -> None:
         )
 
 
-TRAINING_BYTES_PER_PARAMETER = 16  # float32 weight, gradient and the optimizer's two moments
+# a parameter's float32 training state: weight and gradient, and AdamW's two moments
+TRAINING_BYTES_PER_PARAMETER = {"adamw": 16, "sgd": 8}
 
 
 def check_model_fits(config: TrainConfig, vocab_size: int) -> None:
-    """Refuse a model whose training state (``TRAINING_BYTES_PER_PARAMETER`` a parameter, a
-    floor: activations come on top) exceeds the memory free on its device; counted on the meta
+    """Refuse a model whose training state (``TRAINING_BYTES_PER_PARAMETER``, a floor:
+    activations come on top) exceeds the memory free on its device; counted on the meta
     device, so nothing is allocated. Where the free memory is unknown, nothing is checked."""
     with torch.device("meta"):
         parameters = sum(
             p.numel() for p in RecurrentLM(model_config(config, vocab_size)).parameters()
         )
     device = pick_device(config.device)
-    needed, free = parameters * TRAINING_BYTES_PER_PARAMETER, free_memory(device)
+    needed = parameters * TRAINING_BYTES_PER_PARAMETER[config.optimizer]
+    free = free_memory(device)
     if free is not None and needed > free:
         raise RnnembedError(
             f"a {config.layers}×{config.hidden} {config.cell} over {vocab_size:,} token ids has "
@@ -314,15 +316,23 @@ def check_model_fits(config: TrainConfig, vocab_size: int) -> None:
 
 
 def free_memory(device: torch.device) -> int | None:
-    """Bytes free on ``device``: the GPU's free memory, or Linux's MemAvailable; None if unknown."""
+    """Bytes free on ``device``: the GPU's free memory; on Linux, MemAvailable plus free swap,
+    capped by the cgroup's (container's) own limit; None if unknown."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
-            kib = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
-    except (OSError, StopIteration, ValueError, IndexError):
+            kib = {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in f)}
+        free = (kib["MemAvailable"] + kib.get("SwapFree", 0)) * 1024
+    except (OSError, KeyError, ValueError, IndexError):
         return None
-    return kib * 1024
+    cgroup = Path("/sys/fs/cgroup")
+    try:
+        limit = (cgroup / "memory.max").read_text().strip()
+        left = None if limit == "max" else int(limit) - int((cgroup / "memory.current").read_text())
+    except (OSError, ValueError):
+        left = None
+    return free if left is None else min(free, left)
 
 
 def batchify(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
