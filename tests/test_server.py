@@ -204,6 +204,14 @@ def test_malformed_json_and_oversized_bodies(url):
         headers=AUTH | {"content-type": "application/json"},
     )
     assert_openai_error(response, 400)
+    latin = httpx.post(
+        f"{url}/v1/embeddings",
+        content='{"input": "café"}'.encode("cp1252"),
+        headers=AUTH | {"content-type": "application/json"},
+    )
+    assert (
+        assert_openai_error(latin, 400)["message"] == "the request body is not valid JSON in UTF-8"
+    )
     response = httpx.post(f"{url}/v1/embeddings", content=b'{"input": "hi"}', headers=AUTH)
     assert_openai_error(response, 422)  # JSON, but not said to be: the message says what to send
     assert "Content-Type: application/json" in response.json()["error"]["message"]

@@ -557,6 +557,15 @@ def _embedding_body(vectors: np.ndarray, encoding: str, model: str, tokens: int)
     return json.dumps(body, separators=(",", ":")).encode()
 
 
+FASTAPI_UNREADABLE_BODY = "There was an error parsing the body"  # FastAPI's words
+
+
+def _not_json() -> JSONResponse:
+    return ApiError(
+        400, "the request body is not valid JSON in UTF-8", code="invalid_json"
+    ).response()
+
+
 def _add_error_handlers(app: FastAPI) -> None:
     """Every error in OpenAI's shape."""
     codes = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
@@ -567,6 +576,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Any, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == FASTAPI_UNREADABLE_BODY:  # not UTF-8, ...
+            return _not_json()
         return ApiError(
             exc.status_code, str(exc.detail), code=codes.get(exc.status_code)
         ).response()
@@ -575,9 +586,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def validation_error(request: Any, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         if any(e["type"] == "json_invalid" for e in errors):
-            return ApiError(
-                400, "the request body is not valid JSON", code="invalid_json"
-            ).response()
+            return _not_json()
         first = errors[0]
         loc = [str(part) for part in first["loc"][1:]]  # without "body"
         param = loc[0] if loc else None
