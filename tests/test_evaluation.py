@@ -348,6 +348,8 @@ def test_unknown_task_mode_or_split_and_missing_files_say_what_to_pass(tmp_path,
         evaluate(None, "mr", mode="tfidf")
     with pytest.raises(RnnembedError, match="needs an encoder"):
         evaluate(None, "mr", data_dir=tmp_path)
+    with pytest.raises(RnnembedError, match="model must be a loaded model .*not str"):
+        evaluate("runs/my-model", "stsb", data_dir=tmp_path)  # str.encode would have run
     with pytest.raises(RnnembedError, match="--data-dir DIR"):
         evaluate(None, "mr", mode="bm25")
     with pytest.raises(RnnembedError, match="rt-polarity.all is absent; pass --data-dir"):

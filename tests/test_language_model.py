@@ -1,6 +1,7 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -89,6 +90,11 @@ def test_sampling_settings_of_the_wrong_type_and_texts_that_are_not_lists(model_
     )  # a temperature so small that the scaled logits overflow samples greedily
     with pytest.raises(RnnembedError, match="texts must be a list of strings, not str"):
         lm.perplexity("read one character per line")
+    assert lm.generate("The", max_tokens=4, temperature=np.float32(0.5), seed=np.int64(1)) == (
+        lm.generate("The", max_tokens=4, temperature=0.5, seed=1)
+    )
+    with pytest.raises(RnnembedError, match="the corpus must be a list of files or folders, not"):
+        lm.evaluate_files("/")  # it was read as the folders "/": the whole disk
 
 
 def test_a_device_this_machine_lacks_is_a_clear_error(model_dir):

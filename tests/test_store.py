@@ -291,7 +291,7 @@ def test_a_closed_store_says_so(lm, new_store):
     s.close()  # closing twice is fine
 
 
-def test_another_model_or_dimension_is_refused(lm, store, tmp_path):
+def test_another_model_or_dimension_is_refused(lm, store, chunks, tmp_path):
     lm.save(tmp_path / "copy")
     other = LanguageModel.load(tmp_path / "copy")
     with torch.no_grad():
@@ -306,6 +306,14 @@ def test_another_model_or_dimension_is_refused(lm, store, tmp_path):
         VectorStore(store.uri, model=lm, pooling="last")
     with VectorStore(store.uri, model=other, collection="other") as s:  # its own collection
         assert s.count() == 0
+    with pytest.raises(RnnembedError, match="model must be a loaded model .*not PosixPath"):
+        VectorStore(store.uri, model=tmp_path / "copy")  # the folder, not the model
+    before = store.count()
+    with lm.adapted([t for t, _ in chunks]):  # the vectors the collection holds change meanwhile
+        for use in (lambda: store.add(["one more text"]), lambda: store.search("text")):
+            with pytest.raises(RnnembedError, match="the model's vectors changed since"):
+                use()
+    assert store.count() == before and store.search("text", k=np.int64(2))[0]
 
 
 def test_databases_that_cannot_be_opened(lm, tmp_path):

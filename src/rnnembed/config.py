@@ -33,8 +33,8 @@ def is_whole(value: object) -> bool:
 
 
 def is_number(value: object) -> bool:
-    """Whether ``value`` is an int or a float, not a bool."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """Whether ``value`` is an int or a float (numpy's too), not a bool."""
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
 class JsonConfig:

@@ -11,6 +11,7 @@ import codecs
 import csv
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -48,13 +49,29 @@ def source_file(source: str) -> str:
     return file if line.isdigit() else source
 
 
+def check_paths(paths: object) -> list[Path]:
+    """``paths`` as a list of Paths, or RnnembedError if it is one path (a string is iterable:
+    taken for a list, "/data" would be read as the folders "/", "d", "a", ...) or holds
+    anything but paths."""
+    if isinstance(paths, str | bytes | os.PathLike) or not isinstance(paths, Iterable):
+        raise RnnembedError(
+            f"the corpus must be a list of files or folders, not {type(paths).__name__}; wrap "
+            "a single path in a list"
+        )
+    paths = list(paths)
+    for i, path in enumerate(paths):
+        if not isinstance(path, str | os.PathLike):
+            raise RnnembedError(f"path {i} of the corpus is {type(path).__name__}, not a path")
+    return [Path(path) for path in paths]
+
+
 def corpus_files(paths: Iterable[str | Path]) -> list[Path]:
     """The files behind ``paths``: files as given, folders searched recursively for files
     ending in one of ``CORPUS_SUFFIXES``, in sorted order. Hidden files and folders are
     skipped, and so are rnnembed model folders (:func:`is_model_folder`): a model trained into
     its own corpus folder is not read as text, and the corpus stays the one it was."""
     files: list[Path] = []
-    for p in map(Path, paths):
+    for p in check_paths(paths):
         if p.is_dir():
             models = {f.parent for f in p.rglob(MODEL_FILES[0]) if is_model_folder(f.parent)}
             for model in sorted(models - _noted_models):  # once a process: corpora are reread
@@ -101,7 +118,7 @@ def read_corpus(
     Raises :class:`RnnembedError` (file, byte offset, what to do) for text that is not valid
     in ``encoding``, for binary files, and, once the stream ends, for a corpus with no text.
     """
-    paths = list(paths)
+    paths = check_paths(paths)
     _check_encoding(encoding)
     has_text = False
     for path in corpus_files(paths):

@@ -46,6 +46,7 @@ from pymilvus import (
 )
 from pymilvus.milvus_client.index import IndexParam
 
+from rnnembed.config import is_whole
 from rnnembed.corpus import source_file
 from rnnembed.errors import RnnembedError
 from rnnembed.tokenizer import check_texts, check_unicode
@@ -97,6 +98,17 @@ class EmbeddingModel(Protocol):
     # and optionally ``default_pooling``: what a store given no pooling uses (else "mean")
 
 
+def check_model(model: object, needs: tuple[str, ...] = ("encode", "dim", "fingerprint")) -> None:
+    """RnnembedError unless ``model`` is a loaded model (it has the methods ``needs``), not,
+    say, the path of its folder."""
+    if isinstance(model, str | bytes | os.PathLike) or not all(
+        callable(getattr(model, name, None)) for name in needs
+    ):
+        raise RnnembedError(
+            f"model must be a loaded model (LanguageModel.load(folder)), not {type(model).__name__}"
+        )
+
+
 @dataclass(frozen=True)
 class Hit:
     """One search result; ``score`` is higher for better matches (cosine for dense, the BM25
@@ -145,6 +157,7 @@ class VectorStore:
             raise RnnembedError(
                 f"unknown analyzer {analyzer!r}; choose one of {', '.join(ANALYZERS)}"
             )
+        check_model(model)
         pooling = pooling or getattr(model, "default_pooling", "mean")
         self.uri, self.model, self.collection, self.pooling = str(uri), model, collection, pooling
         self.dim = model.dim(pooling)
@@ -374,7 +387,7 @@ class VectorStore:
             self._added = True
         for start in range(0, len(chosen), BATCH):
             part = chosen[start : start + BATCH]
-            vectors = self.model.encode([texts[i] for i in part], pooling=self.pooling)
+            vectors = self._encode([texts[i] for i in part])
             self._insert(
                 [ids[i] for i in part],
                 [texts[i] for i in part],
@@ -491,8 +504,9 @@ class VectorStore:
         """
         if mode not in MODES:
             raise RnnembedError(f"unknown search mode {mode!r}; choose one of {', '.join(MODES)}")
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        if not is_whole(k) or not 1 <= k <= MAX_K:
             raise RnnembedError(f"k must be a whole number from 1 to {MAX_K}, not {k!r}")
+        k = int(k)  # numpy's ints too
         single = isinstance(query, str)
         if not single and (isinstance(query, bytes) or not isinstance(query, Iterable)):
             raise RnnembedError(f"query must be a string or a list of them, not {query!r}")
@@ -508,7 +522,7 @@ class VectorStore:
         if not queries:
             return []
         if mode == "dense":
-            hits = self._search_vectors(self.model.encode(queries, pooling=self.pooling), k, filter)
+            hits = self._search_vectors(self._encode(queries), k, filter)
         elif mode == "bm25":
             hits = self._search_bm25(queries, k, filter)
         else:
@@ -531,6 +545,18 @@ class VectorStore:
             )
         return [[_hit(h, float(h["distance"])) for h in hits] for hits in raw]
 
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        """The model's vectors of ``texts``, once its vectors are still those the collection
+        holds: inside ``LanguageModel.adapted`` (or with new weights) they are not."""
+        if self.model.fingerprint(self.pooling) != self.fingerprint:
+            raise RnnembedError(
+                "the model's vectors changed since this store was opened (its fingerprint "
+                f"{self.model.fingerprint(self.pooling)} against the collection's "
+                f"{self.fingerprint}; inside LanguageModel.adapted()?); add to and search this "
+                "collection with the model as it was"
+            )
+        return self.model.encode(texts, pooling=self.pooling)
+
     def _search_bm25(self, queries: list[str], k: int, filter: str | None) -> list[list[Hit]]:
         with _milvus("search", filter):
             raw = self.client.search(
@@ -546,7 +572,7 @@ class VectorStore:
         return [[_hit(h, abs(float(h["distance"]))) for h in hits] for hits in raw]
 
     def _search_hybrid(self, queries: list[str], k: int, filter: str | None) -> list[list[Hit]]:
-        vectors = self.model.encode(queries, pooling=self.pooling)
+        vectors = self._encode(queries)
         depth = max(k, HYBRID_CANDIDATES)
         requests = [
             AnnSearchRequest(

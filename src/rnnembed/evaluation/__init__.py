@@ -43,6 +43,9 @@ def _encoder(model: Encoder | None, mode: str, pooling: str | None) -> Callable 
             f"--mode {mode} needs an encoder: pass a model folder or --baseline NAME "
             "(--mode bm25 needs neither)"
         )
+    from rnnembed.store import check_model
+
+    check_model(model, ("encode",))
     if pooling is None:
         return model.encode
     return lambda texts: model.encode(texts, pooling=pooling)
