@@ -107,6 +107,9 @@ def test_serve_refuses_bad_limits_before_it_starts(tmp_path, capsys):
     assert "Traceback" not in err + out
     code, _, err = run(capsys, "serve", str(tmp_path), "--port", "70000")
     assert code == 2 and "--port" in err
+    for key, problem in (("", "the API key is empty"), (" secret ", "holds a space")):
+        code, out, err = run(capsys, "serve", str(tmp_path), "--api-key", key)
+        assert code == 1 and problem in err and "Traceback" not in err + out
 
 
 def test_output_paths_that_cannot_be_written_are_refused_before_any_work(tmp_path, capsys):

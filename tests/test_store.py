@@ -272,6 +272,8 @@ def test_bad_arguments_are_clear_errors(store):
         store.add(["a", "b"], metadata=[{}, {"x": float("nan")}])  # Milvus would keep null
     with pytest.raises(RnnembedError, match=r"source 1 holds '\\udcff', a lone surrogate"):
         store.add(["a", "b"], sources=["a.txt", "b\udcff.txt"])  # a file name not in UTF-8
+    with pytest.raises(RnnembedError, match="source 0 holds a NUL character"):
+        store.add(["c"], sources=["a\0b"])  # its id would be that of "b\0c" from "a"
     for meta, problem in [({1: "x"}, "the key 1 is not a string"), ({"n": 2**70}, "64 bits")]:
         texts = [f"a new text {i}" for i in range(600)]  # more than one insert's batch
         with pytest.raises(RnnembedError, match=f"metadata 599 is not plain JSON .*{problem}"):

@@ -750,15 +750,16 @@ def serve(
     import uvicorn
 
     from rnnembed.language_model import LanguageModel
-    from rnnembed.server import ServerConfig, create_app
+    from rnnembed.server import ServerConfig, check_api_key, create_app
     from rnnembed.store import VectorStore
 
     _setup_logging(quiet)
+    check_api_key(api_key)
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         loopback = False
-    if not loopback and not api_key:
+    if not loopback and api_key is None:
         err_console.print(
             f"[bold yellow]warning:[/] listening on {escape(host)} without an API key: anyone "
             "who can reach this address can use the server; pass --api-key (or set "
@@ -781,7 +782,7 @@ def serve(
     # uvicorn stops gracefully on SIGTERM, then raises it again: exit cleanly, closing the store.
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        app = create_app(lm, store, api_key=api_key or None, config=config)
+        app = create_app(lm, store, api_key=api_key, config=config)
         uvicorn.run(app, host=host, port=port, log_level="warning" if quiet else "info")
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -335,6 +335,23 @@ class _Guard:
 # -- the app ------------------------------------------------------------------------------------
 
 
+def check_api_key(api_key: str | None) -> None:
+    """RnnembedError unless ``api_key`` is None (no key) or a key an HTTP header can carry and
+    a client send as it is: visible ASCII, no spaces (the key itself is never echoed)."""
+    if api_key is None:
+        return
+    if not isinstance(api_key, str) or not api_key:
+        raise RnnembedError(
+            "the API key is empty (--api-key or RNNEMBED_API_KEY); give one, or leave both unset "
+            "to serve without a key"
+        )
+    if not all("!" <= c <= "~" for c in api_key):
+        raise RnnembedError(
+            "the API key holds a space, a control or a non-ASCII character, which clients "
+            "cannot send in an HTTP header as it is; use visible ASCII characters only"
+        )
+
+
 def create_app(
     lm: LanguageModel,
     store: VectorStore | None = None,
@@ -346,6 +363,7 @@ def create_app(
     The caller keeps ownership of ``store`` (close it after the server stops). The batcher's
     worker thread runs while the app's lifespan does (uvicorn starts and stops it).
     """
+    check_api_key(api_key)
     config = config or ServerConfig()
     metrics = Metrics()
     dim = lm.dim(config.pooling)

@@ -368,6 +368,8 @@ class VectorStore:
                 raise RnnembedError(f"text {i} is empty; give non-empty texts")
             check_unicode(text, f"text {i}")
             check_unicode(source, f"source {i}")
+            if "\0" in source:  # row_id joins source and text with one
+                raise RnnembedError(f"source {i} holds a NUL character, which no path has")
             if not isinstance(meta, dict):
                 raise RnnembedError(f"metadata {i} is not a dict; give a JSON object per text")
             problem = _json_problem(meta)
