@@ -253,6 +253,9 @@ def test_bad_arguments_are_clear_errors(store):
             store.search(empty)
     with pytest.raises(RnnembedError, match="check the filter expression"):
         store.search("text", filter="source ==")
+    with pytest.raises(RnnembedError, match="check the filter expression") as deep:
+        store.search("text", filter="(" * 3000 + "true" + ")" * 3000)
+    assert len(str(deep.value)) < 1000  # the expression is not echoed whole
     with pytest.raises(RnnembedError, match="filter must be a Milvus boolean expression"):
         store.search("text", filter=5)
     with pytest.raises(RnnembedError, match="query must be a string or a list of them"):

@@ -67,6 +67,8 @@ def _setup_logging(quiet: bool) -> None:
     handler = RichHandler(console=err_console, show_time=False, show_path=False)
     logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s", force=True)
     logging.getLogger("rnnembed").setLevel(logging.WARNING if quiet else logging.INFO)
+    # Milvus Lite logs each error it raises with its traceback; the store re-raises it as one line
+    logging.getLogger("milvus_lite").setLevel(logging.CRITICAL)
 
 
 def main(argv: list[str] | None = None) -> None:

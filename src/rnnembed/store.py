@@ -693,8 +693,8 @@ def _milvus(action: str, filter: str | None = None) -> Iterator[None]:
     try:
         yield
     except MilvusException as exc:
-        hint = f"; check the filter expression {filter!r}" if filter else ""
-        raise RnnembedError(f"Milvus could not {action}: {exc.message}{hint}") from exc
+        hint = f"; check the filter expression {filter[:200]!r}" if filter else ""  # a long one
+        raise RnnembedError(f"Milvus could not {action}: {str(exc.message)[:500]}{hint}") from exc
 
 
 # -- connections -------------------------------------------------------------------------------
