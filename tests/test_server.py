@@ -122,6 +122,9 @@ def test_a_string_and_token_ids_are_inputs_too(client, lm):
     assert many.usage.prompt_tokens == sum(map(len, ids))
     one = client.embeddings.create(model="tiny", input=ids[0])
     np.testing.assert_allclose(vectors(one), lm.encode(texts[:1]), atol=1e-6)
+    unk = [lm.tokenizer.unk_id] * 4  # decodes to "<unk>" four times: more tokens once re-read
+    counted = client.embeddings.create(model="tiny", input=[unk]).usage.prompt_tokens
+    assert counted == len(lm.tokenizer.encode(lm.tokenizer.decode(unk))) > len(unk)
 
 
 def test_dimensions_equal_to_the_models_is_accepted_any_other_refused(client, url, lm):

@@ -427,9 +427,8 @@ def create_app(
                     param=param,
                 )
             texts.append(tokenizer.decode(item))
-        strings = [item for item in items if isinstance(item, str)]
-        encoded = iter(tokenizer.encode_batch(strings))
-        counts = [len(next(encoded)) if isinstance(item, str) else len(item) for item in items]
+        # what is embedded is the text: token ids are counted as their decoded text re-encodes
+        counts = [len(ids) for ids in tokenizer.encode_batch(texts)]
         for i, n in enumerate(counts):
             if n > config.max_input_tokens:
                 raise ApiError(
