@@ -136,6 +136,9 @@ def test_an_existing_folder_is_not_overwritten(tmp_path, small_corpus):
         ({"device": "gpu0"}, "unknown device 'gpu0'"),
         ({"hidden": "64"}, "hidden must be int, not '64'"),
         ({"bidirectional": "no"}, "bidirectional must be bool, not 'no'"),
+        ({"minutes": 1, "epochs": 1}, "give minutes or epochs, not both"),
+        ({"resume": "no"}, "resume must be True or False, not 'no'"),  # "no" would mean yes
+        ({"vocab_size": "500"}, "vocab_size must be a whole number, not '500'"),
     ],
 )
 def test_a_bad_option_or_a_tiny_corpus_is_refused_before_anything_is_written(

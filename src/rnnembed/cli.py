@@ -239,8 +239,6 @@ def train(
     from rnnembed.language_model import LanguageModel
 
     _setup_logging(quiet or as_json)
-    if minutes is not None and epochs is not None:
-        raise RnnembedError("give --minutes or --epochs, not both")
     options = {
         "cell": cell,
         "layers": layers,

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from rnnembed import embedding
 from rnnembed.atomic import atomic_path, atomic_write, check_writable
-from rnnembed.config import DEFAULT_TEMPERATURE, JsonConfig
+from rnnembed.config import DEFAULT_TEMPERATURE, JsonConfig, check_flag, is_whole
 from rnnembed.corpus import MODEL_FILES, iter_texts
 from rnnembed.embedding import DEFAULT_POOLING, EmbeddingStream
 from rnnembed.errors import RnnembedError
@@ -119,6 +119,11 @@ class LanguageModel:
         time budget. On the CPU, training tunes glibc's malloc for the rest of the process
         (:func:`rnnembed.training.keep_freed_memory`).
         """
+        check_flag(resume, "resume")
+        if not isinstance(out, str | os.PathLike):
+            raise RnnembedError(f"out must be the path of a model folder, not {type(out).__name__}")
+        if vocab_size is not None and not is_whole(vocab_size):
+            raise RnnembedError(f"vocab_size must be a whole number, not {vocab_size!r}")
         out = Path(out)
         read = {"encoding": encoding, "field": field, "column": column}
         unknown = set(options) - set(TrainConfig.__dataclass_fields__)
