@@ -2,6 +2,7 @@
 client and plain HTTP."""
 
 import base64
+import gzip
 import os
 import re
 import socket
@@ -215,6 +216,12 @@ def test_malformed_json_and_oversized_bodies(url):
     assert (
         assert_openai_error(latin, 400)["message"] == "the request body is not valid JSON in UTF-8"
     )
+    packed = httpx.post(
+        f"{url}/v1/embeddings",
+        content=gzip.compress(b'{"input": "hi"}'),
+        headers=AUTH | {"content-type": "application/json", "content-encoding": "gzip"},
+    )
+    assert "gzip-encoded; send it uncompressed" in assert_openai_error(packed, 415)["message"]
     response = httpx.post(f"{url}/v1/embeddings", content=b'{"input": "hi"}', headers=AUTH)
     assert_openai_error(response, 422)  # JSON, but not said to be: the message says what to send
     assert "Content-Type: application/json" in response.json()["error"]["message"]

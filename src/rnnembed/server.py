@@ -28,9 +28,9 @@ With an ``api_key`` every route but ``/health`` and the page (static HTML that a
 and sends it with each call) needs ``Authorization: Bearer KEY``. Errors come in OpenAI's shape
 ``{"error": {"message", "type", "param", "code"}}``: 400 bad input, 401 bad or missing key,
 404 unknown route or no store, 413 body over ``max_body_bytes`` (refused before it is parsed),
-422 wrong types, 429 batching queue full, 500 a bug (logged). Embedding runs on the batcher's
-worker thread (:mod:`rnnembed.batching`), everything else that touches the model or the store
-on a worker thread too: the event loop only parses, routes and answers.
+415 a compressed body, 422 wrong types, 429 batching queue full, 500 a bug (logged). Embedding
+runs on the batcher's worker thread (:mod:`rnnembed.batching`), everything else that touches
+the model or the store on a worker thread too: the event loop only parses, routes and answers.
 """
 
 from __future__ import annotations
@@ -308,6 +308,13 @@ class _Guard:
             if message is not None:
                 headers_out = {"WWW-Authenticate": "Bearer"}
                 return ApiError(401, message, code="invalid_api_key", headers=headers_out)
+        encoding = headers.get("content-encoding", "identity").strip().lower()
+        if encoding != "identity":
+            return ApiError(
+                415,
+                f"the request body is {encoding}-encoded; send it uncompressed",
+                code="unsupported_media_type",
+            )
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > self.limit:
             return ApiError(
