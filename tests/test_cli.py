@@ -101,7 +101,7 @@ def test_eval_errors_are_one_clear_line(tmp_path, capsys):
     assert code == 1 and "no such model folder" in err and "Traceback" not in err
 
 
-def test_serve_refuses_bad_limits_before_it_starts(tmp_path, capsys):
+def test_serve_refuses_bad_limits_before_it_starts(tmp_path, capsys, monkeypatch):
     code, out, err = run(capsys, "serve", str(tmp_path), "--max-queue", "0")
     assert code == 1 and "max_queue must be at least 1, not 0" in err
     assert "Traceback" not in err + out
@@ -110,6 +110,9 @@ def test_serve_refuses_bad_limits_before_it_starts(tmp_path, capsys):
     for key, problem in (("", "the API key is empty"), (" secret ", "holds a space")):
         code, out, err = run(capsys, "serve", str(tmp_path), "--api-key", key)
         assert code == 1 and problem in err and "Traceback" not in err + out
+    monkeypatch.setenv("RNNEMBED_API_KEY", "")  # RNNEMBED_API_KEY=${SECRET}, the secret unset
+    code, _, err = run(capsys, "serve", str(tmp_path))
+    assert code == 1 and "the API key is empty" in err
 
 
 def test_output_paths_that_cannot_be_written_are_refused_before_any_work(tmp_path, capsys):

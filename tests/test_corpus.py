@@ -137,7 +137,7 @@ def test_binary_and_empty_corpora_are_refused(tmp_path):
         list(read_corpus(many))
     with pytest.raises(RnnembedError, match="no such file"):
         list(read_corpus([tmp_path / "missing.txt"]))
-    for one in (str(empty), empty, None):  # a str is iterable: "/data" would read "/", "d", ...
+    for one in ("empty.txt", empty, None):  # a str is iterable: "/data" would read "/", "d", ...
         with pytest.raises(RnnembedError, match="must be a list of files or folders"):
             list(read_corpus(one))
     with pytest.raises(RnnembedError, match="path 1 of the corpus is NoneType"):

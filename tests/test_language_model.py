@@ -94,7 +94,7 @@ def test_sampling_settings_of_the_wrong_type_and_texts_that_are_not_lists(model_
         lm.generate("The", max_tokens=4, temperature=0.5, seed=1)
     )
     with pytest.raises(RnnembedError, match="the corpus must be a list of files or folders, not"):
-        lm.evaluate_files("/")  # it was read as the folders "/": the whole disk
+        lm.evaluate_files("held-out.txt")  # read per character, "/data" walked the whole disk
 
 
 def test_a_device_this_machine_lacks_is_a_clear_error(model_dir):

@@ -357,6 +357,29 @@ def test_a_new_collection_needs_milvus_rule_for_names_an_existing_one_opens(
             VectorStore(uri, model=lm, collection=name)
 
 
+def test_a_database_another_process_holds_says_so(lm, tiny_model_folder, tmp_path):
+    uri = tmp_path / "held.db"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from rnnembed import LanguageModel; from rnnembed.store import "
+            f"VectorStore; s = VectorStore({str(uri)!r}, model=LanguageModel.load("
+            f"{str(tiny_model_folder)!r}, device='cpu')); print('open', flush=True); "
+            "sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "open\n"
+        with pytest.raises(RnnembedError, match="another process holds the lock"):
+            VectorStore(uri, model=lm)  # Milvus Lite's own log says why; it must reach the user
+    finally:
+        holder.communicate("")
+
+
 def test_missing_collection_is_an_error_when_not_creating(lm, store):
     with pytest.raises(RnnembedError, match="no collection 'nope' .*it has: .*default"):
         VectorStore(store.uri, model=lm, collection="nope", create=False)

@@ -214,7 +214,7 @@ def test_resume_takes_the_vocabulary_cap_the_run_was_started_with(tmp_path, smal
     out = tmp_path / "run"
     lm = LanguageModel.train([train], out, tokenizer="char", vocab_size=2000, epochs=0.2, **TINY)
     assert lm.tokenizer.vocab_size < 2000  # the corpus has fewer characters than the cap
-    LanguageModel.train([train], out, resume=True, vocab_size=2000)
+    LanguageModel.train([train], out, resume=True, vocab_size=np.int64(2000))  # numpy's too
     with pytest.raises(RnnembedError, match=r"vocab_size 1000 \(the run's: 2000\)"):
         LanguageModel.train([train], out, resume=True, vocab_size=1000)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -67,8 +68,6 @@ def _setup_logging(quiet: bool) -> None:
     handler = RichHandler(console=err_console, show_time=False, show_path=False)
     logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s", force=True)
     logging.getLogger("rnnembed").setLevel(logging.WARNING if quiet else logging.INFO)
-    # Milvus Lite logs each error it raises with its traceback; the store re-raises it as one line
-    logging.getLogger("milvus_lite").setLevel(logging.CRITICAL)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -754,6 +753,8 @@ def serve(
     from rnnembed.store import VectorStore
 
     _setup_logging(quiet)
+    if api_key is None and os.environ.get("RNNEMBED_API_KEY") == "":
+        api_key = ""  # click reads an empty variable as unset: a missing secret, not no key
     check_api_key(api_key)
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback

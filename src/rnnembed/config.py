@@ -3,6 +3,7 @@ seed every config and call takes."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, fields
 from typing import Any, TypeVar
 
@@ -25,6 +26,17 @@ def check_flag(value: object, name: str) -> None:
     string such as "no" would mean yes."""
     if not isinstance(value, bool | np.bool_):
         raise RnnembedError(f"{name} must be True or False, not {value!r}")
+
+
+def check_model(model: object, needs: tuple[str, ...] = ("encode", "dim", "fingerprint")) -> None:
+    """RnnembedError unless ``model`` is a loaded model (it has the methods ``needs``), not,
+    say, the path of its folder."""
+    if isinstance(model, str | bytes | os.PathLike) or not all(
+        callable(getattr(model, name, None)) for name in needs
+    ):
+        raise RnnembedError(
+            f"model must be a loaded model (LanguageModel.load(folder)), not {type(model).__name__}"
+        )
 
 
 def is_whole(value: object) -> bool:

@@ -124,6 +124,7 @@ class LanguageModel:
             raise RnnembedError(f"out must be the path of a model folder, not {type(out).__name__}")
         if vocab_size is not None and not is_whole(vocab_size):
             raise RnnembedError(f"vocab_size must be a whole number, not {vocab_size!r}")
+        vocab_size = None if vocab_size is None else int(vocab_size)  # numpy's too, for JSON
         out = Path(out)
         read = {"encoding": encoding, "field": field, "column": column}
         unknown = set(options) - set(TrainConfig.__dataclass_fields__)
@@ -161,6 +162,11 @@ class LanguageModel:
             _check_fresh(out)
             config = TrainConfig(**options)
             config.check()
+            if config.minutes is not None and config.epochs is not None:  # older runs saved both
+                raise RnnembedError(
+                    "give minutes or epochs, not both (--minutes or --epochs): the schedule "
+                    "follows one budget"
+                )
             texts = iter_texts(corpus, **read)
             tok = Tokenizer.train(texts, kind=tokenizer or "bpe", vocab_size=vocab_size)
         train_ids = torch.from_numpy(tok.encode_stream(iter_texts(corpus, **read))[0])

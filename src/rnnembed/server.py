@@ -308,8 +308,8 @@ class _Guard:
             if message is not None:
                 headers_out = {"WWW-Authenticate": "Bearer"}
                 return ApiError(401, message, code="invalid_api_key", headers=headers_out)
-        encoding = headers.get("content-encoding", "identity").strip().lower()
-        if encoding != "identity":
+        encoding = headers.get("content-encoding", "").strip().lower()
+        if encoding not in ("", "identity"):
             return ApiError(
                 415,
                 f"the request body is {encoding}-encoded; send it uncompressed",

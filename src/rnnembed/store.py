@@ -46,7 +46,7 @@ from pymilvus import (
 )
 from pymilvus.milvus_client.index import IndexParam
 
-from rnnembed.config import is_whole
+from rnnembed.config import check_model, is_whole
 from rnnembed.corpus import source_file
 from rnnembed.errors import RnnembedError
 from rnnembed.tokenizer import check_texts, check_unicode
@@ -96,17 +96,6 @@ class EmbeddingModel(Protocol):
     def fingerprint(self, pooling: str = ...) -> str: ...
 
     # and optionally ``default_pooling``: what a store given no pooling uses (else "mean")
-
-
-def check_model(model: object, needs: tuple[str, ...] = ("encode", "dim", "fingerprint")) -> None:
-    """RnnembedError unless ``model`` is a loaded model (it has the methods ``needs``), not,
-    say, the path of its folder."""
-    if isinstance(model, str | bytes | os.PathLike) or not all(
-        callable(getattr(model, name, None)) for name in needs
-    ):
-        raise RnnembedError(
-            f"model must be a loaded model (LanguageModel.load(folder)), not {type(model).__name__}"
-        )
 
 
 @dataclass(frozen=True)
@@ -550,10 +539,11 @@ class VectorStore:
     def _encode(self, texts: list[str]) -> np.ndarray:
         """The model's vectors of ``texts``, once its vectors are still those the collection
         holds: inside ``LanguageModel.adapted`` (or with new weights) they are not."""
-        if self.model.fingerprint(self.pooling) != self.fingerprint:
+        now = self.model.fingerprint(self.pooling)
+        if now != self.fingerprint:
             raise RnnembedError(
                 "the model's vectors changed since this store was opened (its fingerprint "
-                f"{self.model.fingerprint(self.pooling)} against the collection's "
+                f"{now} against the collection's "
                 f"{self.fingerprint}; inside LanguageModel.adapted()?); add to and search this "
                 "collection with the model as it was"
             )
@@ -693,13 +683,21 @@ def _milvus(action: str, filter: str | None = None) -> Iterator[None]:
     try:
         yield
     except MilvusException as exc:
-        hint = f"; check the filter expression {filter[:200]!r}" if filter else ""  # a long one
-        raise RnnembedError(f"Milvus could not {action}: {str(exc.message)[:500]}{hint}") from exc
+        hint = f"; check the filter expression {_shortened(filter, 200)!r}" if filter else ""
+        message = _shortened(" ".join(str(exc.message).split()), 500)  # one line, caret and all
+        raise RnnembedError(f"Milvus could not {action}: {message}{hint}") from exc
+
+
+def _shortened(text: str, chars: int) -> str:
+    return text if len(text) <= chars else text[: chars - 1] + "…"
 
 
 # -- connections -------------------------------------------------------------------------------
 
 _lite_users: Counter[str] = Counter()  # open stores per Milvus Lite path
+# Milvus Lite's gRPC servicer logs every error it returns with its traceback (a deeply nested
+# filter: 5,000 lines); each reaches the caller as a MilvusException, and the user as one line.
+logging.getLogger("milvus_lite.adapter.grpc.servicer").setLevel(logging.CRITICAL)
 _lite_lock = threading.Lock()
 
 

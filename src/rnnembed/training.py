@@ -124,8 +124,6 @@ class TrainConfig(JsonConfig):
                 if value is not None and not (math.isfinite(value) and allowed(value)):
                     finite = "" if math.isfinite(value) else "a finite number "
                     raise RnnembedError(f"{name} must be {finite}{rule}, not {value}")
-        if self.minutes is not None and self.epochs is not None:
-            raise RnnembedError("give minutes or epochs, not both: the schedule follows one budget")
         check_seed(self.seed)
         pick_device(self.device)
 

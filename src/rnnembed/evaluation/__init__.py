@@ -18,7 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from rnnembed.config import check_flag
+from rnnembed.config import check_flag, check_model
 from rnnembed.errors import RnnembedError
 from rnnembed.evaluation import retrieval, senteval, sts
 
@@ -35,7 +35,7 @@ TASKS: dict[str, str] = {
 MODES = ("dense", "bm25", "hybrid")
 
 
-def _encoder(model: Encoder | None, mode: str, pooling: str | None) -> Callable | None:
+def _encoder(model: Encoder | None, mode: str, pooling: str | None, adapt: bool) -> Callable | None:
     if mode == "bm25":
         return None
     if model is None:
@@ -43,9 +43,7 @@ def _encoder(model: Encoder | None, mode: str, pooling: str | None) -> Callable 
             f"--mode {mode} needs an encoder: pass a model folder or --baseline NAME "
             "(--mode bm25 needs neither)"
         )
-    from rnnembed.store import check_model
-
-    check_model(model, ("encode",))
+    check_model(model, ("encode", "adapted") if adapt else ("encode",))
     if pooling is None:
         return model.encode
     return lambda texts: model.encode(texts, pooling=pooling)
@@ -88,7 +86,7 @@ def evaluate(
     if adapt and pooling not in (None, "sif"):
         raise RnnembedError(f"--adapt refits the sif pooling; it does not change {pooling!r}")
     head = {"task": task, "mode": mode, **({"adapted": True} if adapt else {})}
-    encode = _encoder(model, mode, pooling)  # also checks that the mode has its model
+    encode = _encoder(model, mode, pooling, adapt)  # also checks that the mode has its model
     if TASKS[task] == "retrieval":  # the store encodes
         result = retrieval.run(task, model, mode, data_dir, split, file, pooling)
     elif TASKS[task] == "sts":

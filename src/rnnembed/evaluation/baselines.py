@@ -95,6 +95,7 @@ class _Baseline:
     def __init__(self, model, epochs: int):
         self.model, self.epochs = model, epochs
         self.whitened: tuple[np.ndarray, np.ndarray] | None = None  # (mean, W) while adapted
+        self._trained_digest = None  # sha256 of the kind and vectors, once asked for
 
     @contextmanager
     def adapted(self, texts: Sequence[str]) -> Iterator[_Baseline]:
@@ -163,9 +164,14 @@ class _Baseline:
         return self._vectors().shape[1]
 
     def fingerprint(self, pooling: str = "mean") -> str:
-        """sha256 of the kind, the trained vectors and the whitening while adapted."""
-        digest = hashlib.sha256(self.name.encode())
-        for array in (self._vectors(), *(self.whitened or ())):
+        """sha256 of the kind and the trained vectors (hashed once: training is over), and of
+        the whitening while adapted."""
+        if self._trained_digest is None:
+            digest = hashlib.sha256(self.name.encode())
+            digest.update(np.ascontiguousarray(self._vectors()).tobytes())
+            self._trained_digest = digest
+        digest = self._trained_digest.copy()
+        for array in self.whitened or ():
             digest.update(np.ascontiguousarray(array).tobytes())
         return digest.hexdigest()
 
