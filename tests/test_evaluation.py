@@ -133,7 +133,7 @@ def test_stsb_reader_keeps_the_first_seven_columns(tmp_path):
 def test_chinese_text_gets_character_ngrams():
     zh = ["一个男人在弹吉他。", "一个女人在切洋葱。"]
     assert is_cjk(zh) and not is_cjk(["a man plays the guitar"])
-    assert vectorizer(zh).analyzer == "char" and vectorizer(["a b"]).analyzer == "word"
+    assert vectorizer(zh).analyzer == "char" and vectorizer(["a cat"]).analyzer == "word"
     assert words("A cat's 吉他, ok") == ["a", "cat's", "吉", "他", ",", "ok"]
 
 
@@ -319,6 +319,40 @@ def test_beir_retrieval_through_the_vector_store(tmp_path, lm, mode):
     assert result["recall@100"] == 1.0  # four documents: every one is retrieved
     if mode == "bm25":
         assert result["score"] == 1.0
+
+
+def test_malformed_evaluation_files_are_refused_not_scored(tmp_path):
+    def broken(name, file, edit):
+        folder = beir_folder(tmp_path / name)
+        path = folder / file
+        path.write_text(edit(path.read_text(encoding="utf-8")), encoding="utf-8")
+        return folder
+
+    cases = [  # each scored without complaint before: nDCG 2.04, 0.0066, 0.0, 0.0
+        (
+            broken("docs", "corpus.jsonl", lambda t: t + t.splitlines()[0] + "\n"),
+            "duplicate _id 'd1'",
+        ),
+        (
+            broken("queries", "queries.jsonl", lambda t: t + t.splitlines()[0] + "\n"),
+            "duplicate _id",
+        ),
+        (broken("no-text", "queries.jsonl", lambda t: t.replace('"text"', '"query"')), "no judged"),
+        (broken("trec", "qrels/train.tsv", lambda t: t.replace("\td", "\tQ0\td")), "Q0 column"),
+    ]
+    for folder, message in cases:
+        with pytest.raises(RnnembedError, match=message):
+            evaluate(None, "beir", data_dir=folder, mode="bm25")
+    sick = ["pair_ID\tsentence_A\tsentence_B\trelatedness_score\tentailment_judgment"]
+    sick += [f"{i}\t{a}\t{b}\t{g}\tNEUTRAL" for i, (a, b, g) in enumerate(STS_PAIRS)]
+    bom = write(tmp_path / "bom.txt", ["\ufeff" + sick[0], *sick[1:]])
+    assert evaluate(None, "sickr", file=bom, mode="bm25")["n"] == len(STS_PAIRS)
+    short = write(tmp_path / "short.txt", [*sick, "9\tonly a sentence\t4"])  # was dropped
+    with pytest.raises(RnnembedError, match=r"short.txt:\d+: expected 5 tab-separated columns"):
+        evaluate(None, "sickr", file=short, mode="bm25")
+    punct = write(tmp_path / "punct.tsv", ["...\t!!!\t1", "?\t.\t3", "-\t--\t2"])
+    with pytest.raises(RnnembedError, match="the texts hold no words to count"):
+        evaluate(None, "pairs", file=punct, mode="bm25")  # scikit-learn's ValueError before
 
 
 def test_one_store_searches_in_every_mode(tmp_path, lm):

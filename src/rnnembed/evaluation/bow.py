@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from rnnembed.errors import RnnembedError
+
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # kana and CJK ideographs
 _CJK_CHAR = re.compile(f"[{_CJK}]")
 _TOKEN = re.compile(f"[{_CJK}]|[^\\W_{_CJK}]+(?:'[^\\W_{_CJK}]+)*|[^\\w\\s]")
@@ -27,10 +29,19 @@ def is_cjk(texts: Sequence[str]) -> bool:
 
 
 def vectorizer(texts: Sequence[str], word_ngrams: tuple[int, int] = (1, 2)) -> TfidfVectorizer:
-    """An unfitted TF-IDF for ``texts``: character (1, 2)-grams for CJK, else word n-grams."""
+    """A TF-IDF fitted on ``texts``: character (1, 2)-grams for CJK, else word n-grams;
+    RnnembedError if they hold no word to count (blank or punctuation-only sentences)."""
     if is_cjk(texts):
-        return TfidfVectorizer(analyzer="char", ngram_range=(1, 2), sublinear_tf=True)
-    return TfidfVectorizer(ngram_range=word_ngrams, sublinear_tf=True)
+        tfidf = TfidfVectorizer(analyzer="char", ngram_range=(1, 2), sublinear_tf=True)
+    else:
+        tfidf = TfidfVectorizer(ngram_range=word_ngrams, sublinear_tf=True)
+    try:
+        return tfidf.fit(texts)
+    except ValueError as exc:  # scikit-learn's "empty vocabulary"
+        raise RnnembedError(
+            f"the texts hold no words to count ({exc}); check that the file's sentence "
+            "columns hold the sentences"
+        ) from None
 
 
 def words(text: str) -> list[str]:

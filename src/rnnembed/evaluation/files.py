@@ -59,6 +59,10 @@ def decode(raw: bytes) -> str:
 
 
 def read_lines(path: Path) -> list[str]:
-    """The lines of ``path`` without their line breaks, each decoded by :func:`decode`."""
+    """The lines of ``path`` without their line breaks (nor a leading byte-order mark), each
+    decoded by :func:`decode`."""
     with open(path, "rb") as f:
-        return [decode(raw).removesuffix("\n").removesuffix("\r") for raw in f]
+        lines = [decode(raw).removesuffix("\n").removesuffix("\r") for raw in f]
+    if lines:
+        lines[0] = lines[0].removeprefix("\ufeff")
+    return lines

@@ -49,7 +49,9 @@ def recall_at(ranking: Sequence[str], relevance: dict[str, int], k: int = 100) -
 
 
 def _jsonl(path: Path, fields: tuple[str, ...]) -> list[dict]:
-    records = []
+    """The records of a BEIR JSON-lines file: ``_id`` (a string) and ``fields`` ("" where
+    absent); RnnembedError for a line that is not a record or repeats an id."""
+    records, first_at = [], {}
     for number, line in enumerate(read_lines(path), 1):
         if not line.strip():
             continue
@@ -59,7 +61,14 @@ def _jsonl(path: Path, fields: tuple[str, ...]) -> list[dict]:
             raise RnnembedError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
         if not isinstance(record, dict) or "_id" not in record:
             raise RnnembedError(f"{path}:{number}: a BEIR record needs an '_id' field")
-        records.append({"_id": str(record["_id"]), **{f: record.get(f) or "" for f in fields}})
+        id_ = str(record["_id"])
+        if id_ in first_at:  # a second record would be scored as the first, or replace it
+            raise RnnembedError(
+                f"{path}:{number}: duplicate _id {id_!r} (first at line {first_at[id_]}); "
+                "give each record its own id"
+            )
+        first_at[id_] = number
+        records.append({"_id": id_, **{f: record.get(f) or "" for f in fields}})
     return records
 
 
@@ -70,15 +79,17 @@ def read_qrels(path: Path) -> Qrels:
     for number, row in enumerate(rows, 1):
         if not row or (number == 1 and not row[-1].lstrip("-").isdigit()):
             continue
-        if len(row) < 3:
+        if len(row) != 3:
             raise RnnembedError(
-                f"{path}:{number}: expected 'query-id<TAB>corpus-id<TAB>score' (with a header)"
+                f"{path}:{number}: expected 'query-id<TAB>corpus-id<TAB>score' (with a header), "
+                f"found {len(row)} column(s); TREC's 'qid Q0 docid rel' needs its Q0 column "
+                "dropped"
             )
         try:
-            qrels.setdefault(row[0], {})[row[1]] = int(row[-1])
+            qrels.setdefault(row[0], {})[row[1]] = int(row[2])
         except ValueError:
             raise RnnembedError(
-                f"{path}:{number}: relevance {row[-1]!r} is not an integer"
+                f"{path}:{number}: relevance {row[2]!r} is not an integer"
             ) from None
     return qrels
 
@@ -162,6 +173,10 @@ def search(
         raise RnnembedError(f"{folder}/corpus.jsonl: no document has a title or text to search")
     texts = [text for _, text in docs]
     asked = [q for q in judged if q["text"].strip()]
+    if not asked:
+        raise RnnembedError(
+            f"{folder}/queries.jsonl: no judged query has a 'text' field with text to search"
+        )
     asked_texts = [q["text"] for q in asked]
     with (
         tempfile.TemporaryDirectory(prefix="rnnembed-beir-") as tmp,

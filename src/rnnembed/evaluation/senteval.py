@@ -102,7 +102,7 @@ class Features:
             parts.append([scaler.transform(self.dense[i]) * scale for i in (train, test)])
         if self.bow:
             train_texts = [self.texts[i] for i in train]
-            tfidf = bow.vectorizer(train_texts).fit(train_texts)
+            tfidf = bow.vectorizer(train_texts)
             parts.append([tfidf.transform([self.texts[j] for j in i]) for i in (train, test)])
         if len(parts) == 1:
             return tuple(parts[0])

@@ -83,10 +83,16 @@ def read_sick(path: Path) -> Pairs:
     ia, ib, ig = (header.index(c) for c in columns)
     a, b, gold = [], [], []
     for number, row in enumerate(rows, 2):
-        if len(row) > max(ia, ib, ig):
-            a.append(row[ia])
-            b.append(row[ib])
-            gold.append(_score(row[ig], path, number))
+        if not row:  # a blank line
+            continue
+        if len(row) <= max(ia, ib, ig):
+            raise RnnembedError(
+                f"{path}:{number}: expected {len(header)} tab-separated columns as the header "
+                f"has, found {len(row)}"
+            )
+        a.append(row[ia])
+        b.append(row[ib])
+        gold.append(_score(row[ig], path, number))
     return _checked(path, a, b, gold)
 
 
@@ -144,7 +150,7 @@ def similarities(
             vectors = encode(a + b).astype(np.float64)
         scores.append(cosine(vectors[: len(a)], vectors[len(a) :]))
     if mode in ("bm25", "hybrid"):
-        tfidf = bow.vectorizer(a + b, word_ngrams=(1, 1)).fit(a + b)
+        tfidf = bow.vectorizer(a + b, word_ngrams=(1, 1))
         x, y = tfidf.transform(a), tfidf.transform(b)
         scores.append(np.asarray(x.multiply(y).sum(axis=1)).ravel())  # rows are L2-normalised
     if len(scores) == 1:
