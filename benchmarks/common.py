@@ -8,8 +8,20 @@ import os
 import platform
 import resource
 import sys
+from collections.abc import Callable
 
 import torch
+
+from rnnembed.errors import RnnembedError
+
+
+def run(main: Callable[[], None]) -> None:
+    """Run a benchmark's ``main``: an error in what it was given (rnnembed's) is one line on
+    stderr and exit 1, as the rnnembed command gives it."""
+    try:
+        main()
+    except RnnembedError as exc:
+        sys.exit(f"error: {exc}")
 
 
 def machine() -> dict:

@@ -22,7 +22,7 @@ import logging
 import time
 from pathlib import Path
 
-from common import emit
+from common import emit, run
 
 from rnnembed.datasets import data_dir
 from rnnembed.embedding import directions
@@ -242,4 +242,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -7,7 +7,7 @@ is present. The model folder is OUT/ptb-<minutes>m.
 
 from __future__ import annotations
 
-from common import emit, lm_arguments, train_lm
+from common import emit, lm_arguments, run, train_lm
 
 from rnnembed.datasets import dataset_path, find_dataset
 
@@ -28,4 +28,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -6,7 +6,7 @@ python benchmarks/lm_shakespeare.py --minutes 3 --out runs/
 
 from __future__ import annotations
 
-from common import emit, lm_arguments, train_lm
+from common import emit, lm_arguments, run, train_lm
 
 from rnnembed.datasets import dataset_path
 
@@ -40,4 +40,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

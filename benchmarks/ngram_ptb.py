@@ -11,7 +11,7 @@ import math
 import time
 from pathlib import Path
 
-from common import emit
+from common import emit, run
 
 from rnnembed import Tokenizer
 from rnnembed.datasets import dataset_path
@@ -55,4 +55,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from common import emit
+from common import emit, run
 
 from rnnembed.evaluation.bow import vectorizer
 from rnnembed.evaluation.retrieval import (
@@ -54,7 +54,7 @@ def tfidf_scores(folder: Path, split: str, query_ids: list[str]) -> tuple[np.nda
     docs = indexed_documents(corpus)
     text_of = {q["_id"]: q["text"] for q in queries}
     texts = [text for _, text in docs]
-    tfidf = vectorizer(texts, word_ngrams=(1, 1)).fit(texts)
+    tfidf = vectorizer(texts, word_ngrams=(1, 1))
     matrix = tfidf.transform(texts)
     cosines = (tfidf.transform([text_of[q] for q in query_ids]) @ matrix.T).toarray()
     return cosines, [doc for doc, _ in docs]
@@ -160,4 +160,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -32,7 +32,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
-from common import emit
+from common import emit, run
 
 from rnnembed.store import HNSW_EF, VectorStore
 
@@ -220,4 +220,4 @@ def measure(store: VectorStore, data: np.ndarray, queries: np.ndarray, batch: in
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from common import emit, train_lm
+from common import emit, run, train_lm
 
 from rnnembed.datasets import data_dir, find_dataset
 from rnnembed.errors import RnnembedError
@@ -186,4 +186,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

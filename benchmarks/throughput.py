@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 import torch
-from common import emit
+from common import emit, run
 
 from rnnembed.datasets import find_dataset
 from rnnembed.model import ModelConfig, RecurrentLM
@@ -134,4 +134,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)
