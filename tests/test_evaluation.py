@@ -390,6 +390,13 @@ def test_unknown_task_mode_or_split_and_missing_files_say_what_to_pass(tmp_path,
         evaluate(None, "mr", data_dir=tmp_path, mode="bm25")
     with pytest.raises(RnnembedError, match="found none of .*sts-test.csv or .*sts-dev.csv"):
         evaluate(None, "stsb", data_dir=tmp_path, mode="bm25")
+    for task in ("trec", "sst2"):  # they read SentEval's layout, never a --file
+        with pytest.raises(RnnembedError, match=r"--data-dir DIR[^-]*$") as missing:
+            evaluate(None, task, data_dir=tmp_path, mode="bm25")
+        assert "--file" not in str(missing.value)
+        with pytest.raises(RnnembedError) as unset:
+            evaluate(None, task, mode="bm25")  # RNNEMBED_DATA_DIR is unset here
+        assert "--file" not in str(unset.value)
     write(tmp_path / "stsb" / "sts-dev.csv", stsb_lines())
     with pytest.raises(RnnembedError, match="unknown split 'valid'; choose one of train, dev"):
         evaluate(None, "stsb", data_dir=tmp_path, split="valid", mode="bm25")
@@ -520,6 +527,20 @@ def test_cli_evaluates_a_model_a_baseline_and_bag_of_words(tmp_path, lm, small_c
         capsys, "evaluate", "--task", "pairs", "--file", str(file), "--mode", "bm25", "--json"
     )
     assert json.loads(out)["model"] == "bag of words"
+    for encoder in (["--baseline", "word2vec"], [str(tmp_path / "any-model")]):
+        code, out, _ = run_cli(  # bm25 scores the words alone: the encoder is not even loaded
+            capsys,
+            "evaluate",
+            *encoder,
+            "--task",
+            "pairs",
+            "--file",
+            str(file),
+            "--mode",
+            "bm25",
+            "--json",
+        )
+        assert code == 0 and json.loads(out)["model"] == "bag of words"
     code, _, err = run_cli(
         capsys, "evaluate", "--task", "pairs", "--file", str(tmp_path / "no"), "--mode", "bm25"
     )

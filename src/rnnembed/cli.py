@@ -397,14 +397,15 @@ def evaluate_embeddings(
     if model is not None and baseline is not None:
         raise RnnembedError("give a model folder or --baseline, not both")
     encoder, name = None, "bag of words" if mode == "bm25" else None
-    if baseline is not None:
+    encodes = mode != "bm25"  # bag of words alone: a model or baseline is not loaded nor named
+    if encodes and baseline is not None:
         from rnnembed.evaluation.baselines import train_baseline
 
         encoder = train_baseline(
             baseline, baseline_corpus or [], baseline_seconds, encoding=encoding
         )
         name = baseline
-    elif model is not None:
+    elif encodes and model is not None:
         from rnnembed.language_model import LanguageModel
 
         encoder, name = LanguageModel.load(model, device), str(model)

@@ -8,13 +8,14 @@ from pathlib import Path
 from rnnembed.errors import RnnembedError
 
 
-def data_root(data_dir: str | Path | None, task: str, wanted: str) -> Path:
-    """``data_dir``, else ``$RNNEMBED_DATA_DIR``; ``wanted`` names the files the task reads."""
+def data_root(data_dir: str | Path | None, task: str, wanted: str, takes_file: bool = True) -> Path:
+    """``data_dir``, else ``$RNNEMBED_DATA_DIR``; ``wanted`` names the files the task reads
+    (``takes_file``: the task also reads a ``--file`` instead)."""
     root = data_dir or os.environ.get("RNNEMBED_DATA_DIR")
     if not root:
         raise RnnembedError(
-            f"{task}: no data folder; pass --data-dir DIR (holding {wanted}) or --file FILE, "
-            "or set RNNEMBED_DATA_DIR"
+            f"{task}: no data folder; pass --data-dir DIR (holding {wanted})"
+            f"{' or --file FILE' if takes_file else ''}, or set RNNEMBED_DATA_DIR"
         )
     root = Path(root)
     if not root.is_dir():
@@ -32,9 +33,14 @@ def require(path: Path, task: str, hint: str) -> Path:
 
 
 def choose_split(
-    task: str, files: dict[str, Path], split: str | None, defaults: tuple[str, ...]
+    task: str,
+    files: dict[str, Path],
+    split: str | None,
+    defaults: tuple[str, ...],
+    takes_file: bool = True,
 ) -> tuple[str, Path]:
-    """(split, file): the split asked for, else the first of ``defaults`` whose file exists."""
+    """(split, file): the split asked for, else the first of ``defaults`` whose file exists
+    (``takes_file``: the task also reads a ``--file`` instead)."""
     if split is not None:
         if split not in files:
             raise RnnembedError(
@@ -45,7 +51,10 @@ def choose_split(
         if files[name].is_file():
             return name, files[name]
     wanted = " or ".join(str(files[name]) for name in defaults)
-    raise RnnembedError(f"{task}: found none of {wanted}; pass --data-dir DIR or --file FILE")
+    raise RnnembedError(
+        f"{task}: found none of {wanted}; pass --data-dir DIR"
+        f"{' or --file FILE' if takes_file else ''}"
+    )
 
 
 def decode(raw: bytes) -> str:

@@ -228,10 +228,12 @@ def run(
             f"DIR holding senteval/{SPLIT_FILES[task]['train']}, not --file"
         )
     names = SPLIT_FILES[task]
-    folder = data_root(data_dir, task, f"senteval/{names['train']}") / "senteval"
+    wanted = f"senteval/{names['train']}"
+    folder = data_root(data_dir, task, wanted, takes_file=False) / "senteval"
     paths = {name: folder / file_name for name, file_name in names.items()}
     test_splits = {name: path for name, path in paths.items() if name != "train"}
-    chosen, test_path = choose_split(task, test_splits, split, tuple(test_splits)[::-1])
+    defaults = tuple(test_splits)[::-1]
+    chosen, test_path = choose_split(task, test_splits, split, defaults, takes_file=False)
     train_path = require(
         paths["train"], task, f"pass --data-dir DIR holding senteval/{names['train']}"
     )
