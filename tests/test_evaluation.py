@@ -1,5 +1,6 @@
 import contextlib
 import json
+import logging
 import math
 
 import numpy as np
@@ -321,7 +322,7 @@ def test_beir_retrieval_through_the_vector_store(tmp_path, lm, mode):
         assert result["score"] == 1.0
 
 
-def test_malformed_evaluation_files_are_refused_not_scored(tmp_path):
+def test_malformed_evaluation_files_are_refused_not_scored(tmp_path, caplog):
     def broken(name, file, edit):
         folder = beir_folder(tmp_path / name)
         path = folder / file
@@ -343,6 +344,10 @@ def test_malformed_evaluation_files_are_refused_not_scored(tmp_path):
     for folder, message in cases:
         with pytest.raises(RnnembedError, match=message):
             evaluate(None, "beir", data_dir=folder, mode="bm25")
+    unknown = broken("unknown", "qrels/train.tsv", lambda t: t + "q1\td9\t1\nq7\td1\t1\n")
+    with caplog.at_level(logging.WARNING, logger="rnnembed.evaluation.retrieval"):
+        evaluate(None, "beir", data_dir=unknown, mode="bm25")  # scored, as BEIR scores them
+    assert "names 1 queries not in queries.jsonl (not scored) and 1 documents" in caplog.text
     sick = ["pair_ID\tsentence_A\tsentence_B\trelatedness_score\tentailment_judgment"]
     sick += [f"{i}\t{a}\t{b}\t{g}\tNEUTRAL" for i, (a, b, g) in enumerate(STS_PAIRS)]
     bom = write(tmp_path / "bom.txt", ["\ufeff" + sick[0], *sick[1:]])

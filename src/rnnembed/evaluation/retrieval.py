@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import tempfile
 from collections.abc import Sequence
@@ -28,6 +29,8 @@ import numpy as np
 from rnnembed.errors import RnnembedError
 from rnnembed.evaluation.bow import is_cjk
 from rnnembed.evaluation.files import choose_split, data_root, read_lines, require
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("test", "dev", "train")
 DEPTH = 100
@@ -178,6 +181,7 @@ def search(
             f"{folder}/queries.jsonl: no judged query has a 'text' field with text to search"
         )
     asked_texts = [q["text"] for q in asked]
+    _note_unknown_ids(folder, split, qrels, {q["_id"] for q in queries}, {d["_id"] for d in corpus})
     with (
         tempfile.TemporaryDirectory(prefix="rnnembed-beir-") as tmp,
         VectorStore(
@@ -196,6 +200,24 @@ def search(
         for mode in modes
     }
     return rankings, qrels, split, len(docs)
+
+
+def _note_unknown_ids(
+    folder: Path, split: str, qrels: Qrels, queries: set[str], documents: set[str]
+) -> None:
+    """Log the qrels' query and document ids the folder lacks: such queries are not scored,
+    such documents count as relevant but can never be retrieved (BEIR scores them the same)."""
+    lost_queries = set(qrels) - queries
+    lost_docs = {doc for judged in qrels.values() for doc in judged} - documents
+    if lost_queries or lost_docs:
+        log.warning(
+            "%s/qrels/%s.tsv names %d queries not in queries.jsonl (not scored) and %d "
+            "documents not in corpus.jsonl (relevant, but never retrieved)",
+            folder,
+            split,
+            len(lost_queries),
+            len(lost_docs),
+        )
 
 
 def run(
