@@ -73,13 +73,16 @@ def corpus_files(paths: Iterable[str | Path]) -> list[Path]:
     files: list[Path] = []
     for p in check_paths(paths):
         if p.is_dir():
-            models = {f.parent for f in p.rglob(MODEL_FILES[0]) if is_model_folder(f.parent)}
+            found = sorted(p.rglob("*"))  # one walk of the tree finds the models and the texts
+            models = {
+                f.parent for f in found if f.name == MODEL_FILES[0] and is_model_folder(f.parent)
+            }
             for model in sorted(models - _noted_models):  # once a process: corpora are reread
                 log.info("skipping %s: an rnnembed model folder, not text", model)
                 _noted_models.add(model)
             files.extend(
                 f
-                for f in sorted(p.rglob("*"))
+                for f in found
                 if f.is_file()
                 and f.suffix.lower() in CORPUS_SUFFIXES
                 and not any(part.startswith(".") for part in f.relative_to(p).parts)

@@ -120,12 +120,10 @@ class LanguageModel:
         (:func:`rnnembed.training.keep_freed_memory`).
         """
         check_flag(resume, "resume")
-        if not isinstance(out, str | os.PathLike):
-            raise RnnembedError(f"out must be the path of a model folder, not {type(out).__name__}")
         if vocab_size is not None and not is_whole(vocab_size):
             raise RnnembedError(f"vocab_size must be a whole number, not {vocab_size!r}")
         vocab_size = None if vocab_size is None else int(vocab_size)  # numpy's too, for JSON
-        out = Path(out)
+        out = _model_folder(out)
         read = {"encoding": encoding, "field": field, "column": column}
         unknown = set(options) - set(TrainConfig.__dataclass_fields__)
         if unknown:
@@ -236,9 +234,7 @@ class LanguageModel:
         """Read a model folder written by :meth:`train` or :meth:`save` onto ``device`` (auto:
         a GPU when there is one, as training does; or cpu, cuda, cuda:N)."""
         device = pick_device(device)
-        if not isinstance(path, str | os.PathLike):
-            raise RnnembedError(f"a model folder is a path, not {type(path).__name__}")
-        path = Path(path)
+        path = _model_folder(path)
         saved = _read_config(path)
         tokenizer = Tokenizer.load(path / TOKENIZER)
         config = _saved_config(path, ModelConfig, lambda: saved["model"])
@@ -428,6 +424,13 @@ def _save_weights(model: RecurrentLM, path: Path) -> None:
     tensors = {k: v.detach().cpu().contiguous() for k, v in model_tensors(model).items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "rnnembed"})
+
+
+def _model_folder(path: object) -> Path:
+    """``path`` as a Path, or RnnembedError if it is not a path at all (None, a model, ...)."""
+    if not isinstance(path, str | os.PathLike):
+        raise RnnembedError(f"a model folder is a path, not {type(path).__name__}")
+    return Path(path)
 
 
 def _write_config(

@@ -694,10 +694,10 @@ def _shortened(text: str, chars: int) -> str:
 
 # -- connections -------------------------------------------------------------------------------
 
-_lite_users: Counter[str] = Counter()  # open stores per Milvus Lite path
 # Milvus Lite's gRPC servicer logs every error it returns with its traceback (a deeply nested
 # filter: 5,000 lines); each reaches the caller as a MilvusException, and the user as one line.
 logging.getLogger("milvus_lite.adapter.grpc.servicer").setLevel(logging.CRITICAL)
+_lite_users: Counter[str] = Counter()  # open stores per Milvus Lite path
 _lite_lock = threading.Lock()
 
 
