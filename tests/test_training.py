@@ -174,6 +174,36 @@ def test_a_model_too_big_for_memory_is_refused_before_anything_is_written(
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.parametrize("made", [True, False])
+def test_a_run_failing_before_it_saves_weights_leaves_its_folder_as_found(
+    tmp_path, small_corpus, monkeypatch, made
+):
+    train, _ = small_corpus
+    out = tmp_path / "m"
+    if not made:
+        out.mkdir()  # the user's own empty folder stays
+    with monkeypatch.context() as patch:
+
+        def run_out_of_memory(self):
+            raise RuntimeError("CUDA out of memory. Tried to allocate 32.00 GiB")
+
+        patch.setattr(training.Trainer, "run", run_out_of_memory)
+        with pytest.raises(RuntimeError, match="out of memory"):
+            LanguageModel.train([train], out, tokenizer="char", epochs=1, hidden=512)
+    assert out.exists() is not made and not (out.exists() and any(out.iterdir()))
+    LanguageModel.train([train], out, tokenizer="char", epochs=0.2, **TINY)  # smaller, same --out
+    interrupted = tmp_path / "interrupted"
+    with monkeypatch.context() as patch:
+
+        def interrupt(self):
+            raise KeyboardInterrupt
+
+        patch.setattr(training.Trainer, "run", interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            LanguageModel.train([train], interrupted, tokenizer="char", epochs=1, **TINY)
+    assert (interrupted / "config.json").is_file()  # Ctrl-C: kept for --resume
+
+
 def test_killed_and_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path, small_corpus):
     train, _ = small_corpus
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -158,6 +159,7 @@ class LanguageModel:
             _check_resumed_options(out, {**config.to_dict(), **saved_tokenizer}, given)
         else:
             _check_fresh(out)
+            made_out = not out.exists()
             config = TrainConfig(**options)
             config.check()
             if config.minutes is not None and config.epochs is not None:  # older runs saved both
@@ -207,10 +209,15 @@ class LanguageModel:
         runs = [(out, train_ids, valid_ids, False)]
         if config.bidirectional:
             runs.append((out / BACKWARD, train_ids.flip(0), valid_ids.flip(0), True))
-        trained = [
-            _train_direction(folder, each, tok, ids, held, backward, resume, progress)
-            for folder, ids, held, backward in runs
-        ]
+        try:
+            trained = [
+                _train_direction(folder, each, tok, ids, held, backward, resume, progress)
+                for folder, ids, held, backward in runs
+            ]
+        except Exception:  # not Ctrl-C: an interrupted run stays resumable
+            if not resume:
+                _discard_unsaved_run(out, made_out)
+            raise
         lm = cls(
             trained[0][0], tok, config, backward=trained[1][0] if config.bidirectional else None
         )
@@ -481,6 +488,20 @@ def _check_resumed_options(out: Path, saved: dict, given: dict) -> None:
             f"would change: {', '.join(changed)}; drop them, or start a new run in another "
             "--out folder"
         )
+
+
+def _discard_unsaved_run(out: Path, made_out: bool) -> None:
+    """Leave ``out`` as a new run found it (absent, or empty) if the run failed before saving
+    any weights, so that the same command with other settings (smaller, after running out of
+    memory) can start over there; a run with weights saved is kept for ``--resume``."""
+    saved = (out / sub / name for sub in (".", BACKWARD) for name in (WEIGHTS, CHECKPOINT))
+    if any(file.is_file() for file in saved):
+        return
+    if made_out:
+        shutil.rmtree(out, ignore_errors=True)
+    elif out.is_dir():
+        for entry in out.iterdir():
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
 def _check_fresh(out: Path) -> None:
