@@ -14,7 +14,7 @@ from rnnembed.evaluation.baselines import Doc2VecBaseline, Word2VecBaseline, tra
 from rnnembed.evaluation.bow import is_cjk, vectorizer, words
 from rnnembed.evaluation.retrieval import ndcg_at, recall_at, score, search
 from rnnembed.evaluation.senteval import DENSE_WEIGHTS, Features, read_labelled
-from rnnembed.evaluation.sts import read_stsb, similarities
+from rnnembed.evaluation.sts import read_pairs, read_stsb, similarities
 
 GOOD = ["great", "wonderful", "superb", "lovely", "brilliant"]
 BAD = ["awful", "terrible", "boring", "dull", "clumsy"]
@@ -123,6 +123,29 @@ def test_cp1252_and_utf8_label_files_read_right(tmp_path):
     texts, labels = read_labelled(path)
     assert texts == ["a café “gem” … really", "naïve but utf-8 ’s fine", "ð in TREC"]
     assert labels.tolist() == [1, 0, 1]
+
+
+def test_a_file_in_another_encoding_is_read_in_the_one_given(tmp_path, caplog):
+    lines = [
+        "今天天气很好\t今天天气不错\t4.5",
+        "猫在睡觉\t股票上涨了\t0.0",
+        "这是书\t这是好书\t4.0",
+    ]
+    path = write(tmp_path / "pairs-gbk.txt", lines, encoding="gbk")
+    with caplog.at_level(logging.INFO, logger="rnnembed"):
+        guessed = read_pairs(path)  # the fallbacks turn GBK into Latin letters, and say so
+    assert guessed[0][0] != "今天天气很好" and "line 1 is not UTF-8" in caplog.text
+    assert "pass --encoding" in caplog.text
+    first, second, gold = read_pairs(path, "gbk")
+    assert first == ["今天天气很好", "猫在睡觉", "这是书"] and second[1] == "股票上涨了"
+    assert list(gold) == [4.5, 0.0, 4.0]
+    result = evaluate(None, "pairs", file=path, mode="bm25", encoding="gbk")
+    assert result["n"] == 3
+    utf8 = write(tmp_path / "pairs.txt", lines)
+    with pytest.raises(RnnembedError, match=r"byte \d+ \(line \d\) is not valid gbk"):
+        evaluate(None, "pairs", file=utf8, mode="bm25", encoding="gbk")
+    with pytest.raises(RnnembedError, match="unknown encoding 'nope'"):
+        evaluate(None, "pairs", file=utf8, mode="bm25", encoding="nope")
 
 
 def test_stsb_reader_keeps_the_first_seven_columns(tmp_path):
@@ -320,6 +343,17 @@ def test_beir_retrieval_through_the_vector_store(tmp_path, lm, mode):
     assert result["recall@100"] == 1.0  # four documents: every one is retrieved
     if mode == "bm25":
         assert result["score"] == 1.0
+
+
+def test_a_data_folder_holding_one_beir_folder_is_searched_in_it(tmp_path):
+    pytest.importorskip("rnnembed.store", reason="rnnembed.store (the VectorStore) is absent")
+    beir_folder(tmp_path / "scifact")  # as under the shared data folder
+    (tmp_path / "stsb").mkdir()
+    result = evaluate(None, "beir", data_dir=tmp_path, mode="bm25")
+    assert result["file"] == str(tmp_path / "scifact") and result["score"] == 1.0
+    beir_folder(tmp_path / "nfcorpus")
+    with pytest.raises(RnnembedError, match=r"several BEIR folders \(nfcorpus, scifact\); pass"):
+        evaluate(None, "beir", data_dir=tmp_path, mode="bm25")
 
 
 def test_malformed_evaluation_files_are_refused_not_scored(tmp_path, caplog):

@@ -385,7 +385,13 @@ def evaluate_embeddings(
         ),
     ] = False,
     device: Device = "auto",
-    encoding: Encoding = "utf-8",
+    encoding: Annotated[
+        str | None,
+        typer.Option(
+            help="Encoding of the data files and --baseline-corpus (default: UTF-8; data files "
+            "fall back line by line to cp1252 and latin-1)."
+        ),
+    ] = None,
     as_json: AsJson = False,
     quiet: Quiet = False,
 ) -> None:
@@ -402,7 +408,7 @@ def evaluate_embeddings(
         from rnnembed.evaluation.baselines import train_baseline
 
         encoder = train_baseline(
-            baseline, baseline_corpus or [], baseline_seconds, encoding=encoding
+            baseline, baseline_corpus or [], baseline_seconds, encoding=encoding or "utf-8"
         )
         name = baseline
     elif encodes and model is not None:
@@ -418,6 +424,7 @@ def evaluate_embeddings(
         mode=mode,
         pooling=pooling if model is not None else None,
         adapt=adapt,
+        encoding=encoding,
     )
     result = {"model": name, **result}
     _print_result(result, as_json)

@@ -122,7 +122,7 @@ def read_corpus(
     in ``encoding``, for binary files, and, once the stream ends, for a corpus with no text.
     """
     paths = check_paths(paths)
-    _check_encoding(encoding)
+    check_encoding(encoding)
     has_text = False
     for path in corpus_files(paths):
         for record in _read_file(path, encoding, field, column):
@@ -149,7 +149,8 @@ def iter_texts(paths: Iterable[str | Path], **options: str) -> Iterator[str]:
     return (record.text for record in read_corpus(paths, **options))
 
 
-def _check_encoding(encoding: str) -> None:
+def check_encoding(encoding: str) -> None:
+    """RnnembedError unless ``encoding`` is a codec whose line breaks are single bytes."""
     try:
         codecs.lookup(encoding)
     except LookupError:
@@ -165,7 +166,7 @@ def _check_encoding(encoding: str) -> None:
 
 def _read_file(path: Path, encoding: str, field: str, column: str) -> Iterator[Record]:
     suffix = path.suffix.lower()
-    lines = _decoded_lines(path, encoding)
+    lines = decoded_lines(path, encoding)
     if suffix in JSONL_SUFFIXES:
         yield from _read_jsonl(path, lines, field)
     elif suffix in TABLE_DELIMITERS:
@@ -179,7 +180,7 @@ def _strip_newline(line: str) -> str:
     return line.removesuffix("\n").removesuffix("\r")
 
 
-def _decoded_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
+def decoded_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
     """(line number, decoded line with its newline), checking every byte on the way."""
     utf8 = codecs.lookup(encoding).name == "utf-8"
     offset = 0

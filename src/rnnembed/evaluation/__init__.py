@@ -19,6 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from rnnembed.config import check_flag, check_model
+from rnnembed.corpus import check_encoding
 from rnnembed.errors import RnnembedError
 from rnnembed.evaluation import retrieval, senteval, sts
 
@@ -58,6 +59,7 @@ def evaluate(
     mode: str = "dense",
     pooling: str | None = None,
     adapt: bool = False,
+    encoding: str | None = None,
 ) -> dict:
     """Score ``model`` on ``task``: a dict with ``task``, ``mode``, ``score`` (accuracy %,
     Spearman ×100 or nDCG@10) and the task's details.
@@ -66,9 +68,12 @@ def evaluate(
     ``$RNNEMBED_DATA_DIR``); ``split`` picks among a task's splits. ``pooling`` is passed to
     ``model.encode`` (a LanguageModel's) when given. ``adapt`` (STS only) encodes within
     ``model.adapted(sentences)``: the vectors whitened over the evaluated sentences, unlabelled,
-    as the bag of words fits its IDF on them.
+    as the bag of words fits its IDF on them. Data files are read as UTF-8, falling back line by
+    line to cp1252 (SentEval's MR and TREC) and latin-1, or, given ``encoding``, in it alone.
     """
     check_flag(adapt, "adapt")
+    if encoding is not None:
+        check_encoding(encoding)
     if not isinstance(task, str) or task not in TASKS:
         raise RnnembedError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     if mode not in MODES:
@@ -88,10 +93,10 @@ def evaluate(
     head = {"task": task, "mode": mode, **({"adapted": True} if adapt else {})}
     encode = _encoder(model, mode, pooling, adapt)  # also checks that the mode has its model
     if TASKS[task] == "retrieval":  # the store encodes
-        result = retrieval.run(task, model, mode, data_dir, split, file, pooling)
+        result = retrieval.run(task, model, mode, data_dir, split, file, pooling, encoding)
     elif TASKS[task] == "sts":
         adapted = model.adapted if adapt else None
-        result = sts.run(task, encode, mode, data_dir, split, file, adapted)
+        result = sts.run(task, encode, mode, data_dir, split, file, adapted, encoding)
     else:
-        result = senteval.run(task, encode, mode, data_dir, split, file)
+        result = senteval.run(task, encode, mode, data_dir, split, file, encoding)
     return {**head, **result}

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
+from rnnembed.corpus import decoded_lines
 from rnnembed.errors import RnnembedError
+
+log = logging.getLogger(__name__)
 
 
 def data_root(data_dir: str | Path | None, task: str, wanted: str, takes_file: bool = True) -> Path:
@@ -57,21 +61,37 @@ def choose_split(
     )
 
 
-def decode(raw: bytes) -> str:
-    """A line of bytes as text: UTF-8, else cp1252 (SentEval's MR and TREC), else latin-1."""
-    for encoding in ("utf-8", "cp1252"):
-        try:
-            return raw.decode(encoding)
-        except UnicodeDecodeError:
-            pass
-    return raw.decode("latin-1")
+FALLBACK_ENCODINGS = ("utf-8", "cp1252", "latin-1")  # cp1252: SentEval's MR and TREC
 
 
-def read_lines(path: Path) -> list[str]:
+def read_lines(path: Path, encoding: str | None = None) -> list[str]:
     """The lines of ``path`` without their line breaks (nor a leading byte-order mark), each
-    decoded by :func:`decode`."""
+    decoded in the first of ``FALLBACK_ENCODINGS`` that can (noted once if not UTF-8), or,
+    given ``encoding``, in that encoding (a byte it cannot decode is an RnnembedError naming
+    its offset)."""
+    if encoding is not None:
+        return [
+            line.removesuffix("\n").removesuffix("\r") for _, line in decoded_lines(path, encoding)
+        ]
+    lines, first_fallback = [], None
     with open(path, "rb") as f:
-        lines = [decode(raw).removesuffix("\n").removesuffix("\r") for raw in f]
+        for number, raw in enumerate(f, 1):
+            for fallback in FALLBACK_ENCODINGS:
+                try:
+                    text = raw.decode(fallback)
+                    break
+                except UnicodeDecodeError:
+                    continue
+            if fallback != "utf-8" and first_fallback is None:
+                first_fallback = (number, fallback)
+            lines.append(text.removesuffix("\n").removesuffix("\r"))
+    if first_fallback:
+        log.info(
+            "%s: line %d is not UTF-8, so it was read as %s (as are such lines after it); pass "
+            "--encoding if the file is in another encoding",
+            path,
+            *first_fallback,
+        )
     if lines:
         lines[0] = lines[0].removeprefix("\ufeff")
     return lines

@@ -51,11 +51,11 @@ def recall_at(ranking: Sequence[str], relevance: dict[str, int], k: int = 100) -
     return len(relevant.intersection(ranking[:k])) / len(relevant) if relevant else 0.0
 
 
-def _jsonl(path: Path, fields: tuple[str, ...]) -> list[dict]:
+def _jsonl(path: Path, fields: tuple[str, ...], encoding: str | None) -> list[dict]:
     """The records of a BEIR JSON-lines file: ``_id`` (a string) and ``fields`` ("" where
     absent); RnnembedError for a line that is not a record or repeats an id."""
     records, first_at = [], {}
-    for number, line in enumerate(read_lines(path), 1):
+    for number, line in enumerate(read_lines(path, encoding), 1):
         if not line.strip():
             continue
         try:
@@ -75,10 +75,10 @@ def _jsonl(path: Path, fields: tuple[str, ...]) -> list[dict]:
     return records
 
 
-def read_qrels(path: Path) -> Qrels:
+def read_qrels(path: Path, encoding: str | None = None) -> Qrels:
     """query id -> {document id: relevance} from a BEIR qrels TSV (header skipped)."""
     qrels: Qrels = {}
-    rows = csv.reader(read_lines(path), delimiter="\t", quoting=csv.QUOTE_NONE)
+    rows = csv.reader(read_lines(path, encoding), delimiter="\t", quoting=csv.QUOTE_NONE)
     for number, row in enumerate(rows, 1):
         if not row or (number == 1 and not row[-1].lstrip("-").isdigit()):
             continue
@@ -97,15 +97,32 @@ def read_qrels(path: Path) -> Qrels:
     return qrels
 
 
-def load_beir(folder: Path, split: str | None) -> tuple[list[dict], list[dict], Qrels, str]:
+def beir_folder(root: Path) -> Path:
+    """``root`` if it holds corpus.jsonl, else its one subfolder that does (``scifact`` under
+    the shared data folder); RnnembedError if several do."""
+    if (root / "corpus.jsonl").exists():
+        return root
+    found = sorted(path.parent for path in root.glob("*/corpus.jsonl"))
+    if len(found) > 1:
+        names = ", ".join(path.name for path in found)
+        raise RnnembedError(
+            f"beir: {root} holds several BEIR folders ({names}); pass --file {found[0]} (or "
+            "another) to choose one"
+        )
+    return found[0] if found else root  # without one, load_beir names what is missing
+
+
+def load_beir(
+    folder: Path, split: str | None, encoding: str | None = None
+) -> tuple[list[dict], list[dict], Qrels, str]:
     """(corpus, queries, qrels, split) of a BEIR folder; ``split`` defaults to the first of
     test, dev, train that has a qrels file."""
     hint = "pass --data-dir (or --file) with a BEIR folder holding corpus.jsonl and queries.jsonl"
-    corpus = _jsonl(require(folder / "corpus.jsonl", "beir", hint), ("title", "text"))
-    queries = _jsonl(require(folder / "queries.jsonl", "beir", hint), ("text",))
+    corpus = _jsonl(require(folder / "corpus.jsonl", "beir", hint), ("title", "text"), encoding)
+    queries = _jsonl(require(folder / "queries.jsonl", "beir", hint), ("text",), encoding)
     files = {name: folder / "qrels" / f"{name}.tsv" for name in SPLITS}
     split, path = choose_split("beir", files, split, SPLITS)
-    return corpus, queries, read_qrels(path), split
+    return corpus, queries, read_qrels(path, encoding), split
 
 
 def indexed_documents(corpus: list[dict]) -> list[tuple[str, str]]:
@@ -159,6 +176,7 @@ def search(
     modes: Sequence[str],
     split: str | None = None,
     pooling: str | None = None,
+    encoding: str | None = None,
 ) -> tuple[dict[str, dict[str, list[str]]], Qrels, str, int]:
     """(rankings per mode: query id -> document ids best first, qrels, split, documents) of
     every judged query of the BEIR ``folder``, searched in each of ``modes`` through one
@@ -167,7 +185,7 @@ def search(
     one; with bm25 alone nothing is encoded."""
     from rnnembed.store import VectorStore
 
-    corpus, queries, qrels, split = load_beir(folder, split)
+    corpus, queries, qrels, split = load_beir(folder, split, encoding)
     judged = [q for q in queries if q["_id"] in qrels]
     if not judged:
         raise RnnembedError(f"{folder}: no query in queries.jsonl is judged in qrels/{split}.tsv")
@@ -228,11 +246,15 @@ def run(
     split: str | None = None,
     file: str | Path | None = None,
     pooling: str | None = None,
+    encoding: str | None = None,
 ) -> dict:
     """nDCG@10 (the score) and recall@100 of ``model`` on the BEIR folder ``file`` or
     ``data_dir``, searched through a VectorStore in ``mode`` (:func:`search`)."""
-    folder = Path(file) if file is not None else data_root(data_dir, task, "a BEIR folder")
-    rankings, qrels, split, documents = search(folder, model, [mode], split, pooling)
+    if file is not None:
+        folder = Path(file)
+    else:
+        folder = beir_folder(data_root(data_dir, task, "a BEIR folder"))
+    rankings, qrels, split, documents = search(folder, model, [mode], split, pooling, encoding)
     result = score(rankings[mode], qrels)
     return {
         "score": result["ndcg@10"],

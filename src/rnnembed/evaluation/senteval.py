@@ -55,10 +55,10 @@ VALIDATION = 0.1
 MAX_ITER = 2000
 
 
-def read_labelled(path: Path) -> tuple[list[str], np.ndarray]:
+def read_labelled(path: Path, encoding: str | None = None) -> tuple[list[str], np.ndarray]:
     """(sentences, integer labels) of a ``label sentence`` file; blank lines are skipped."""
     texts, labels = [], []
-    for number, line in enumerate(read_lines(path), 1):
+    for number, line in enumerate(read_lines(path, encoding), 1):
         if not line.strip():
             continue
         label, _, text = line.strip().partition(" ")
@@ -202,9 +202,11 @@ def run(
     data_dir: str | Path | None = None,
     split: str | None = None,
     file: str | Path | None = None,
+    encoding: str | None = None,
 ) -> dict:
     """Score a classification task (``CV_FILES`` or ``SPLIT_FILES``) from SentEval's layout
-    under ``data_dir/senteval``, or from ``file`` for the cross-validated tasks."""
+    under ``data_dir/senteval``, or from ``file`` for the cross-validated tasks (``encoding``:
+    see :func:`read_lines`)."""
     if task in CV_FILES:
         if split is not None:
             raise RnnembedError(
@@ -220,7 +222,7 @@ def run(
         return {
             "split": None,
             "file": str(path),
-            **cross_validate(*read_labelled(path), encode, mode),
+            **cross_validate(*read_labelled(path, encoding), encode, mode),
         }
     if file is not None:
         raise RnnembedError(
@@ -237,5 +239,7 @@ def run(
     train_path = require(
         paths["train"], task, f"pass --data-dir DIR holding senteval/{names['train']}"
     )
-    result = train_test(read_labelled(train_path), read_labelled(test_path), encode, mode)
+    result = train_test(
+        read_labelled(train_path, encoding), read_labelled(test_path, encoding), encode, mode
+    )
     return {"split": chosen, "file": str(test_path), **result}

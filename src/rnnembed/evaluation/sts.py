@@ -53,10 +53,10 @@ def _score(value: str, path: Path, number: int) -> float:
     return score
 
 
-def read_stsb(path: Path) -> Pairs:
+def read_stsb(path: Path, encoding: str | None = None) -> Pairs:
     """STS-B: columns genre, file, year, id, score, sentence1, sentence2 (tabs, no quoting)."""
     a, b, gold = [], [], []
-    rows = csv.reader(read_lines(path), delimiter="\t", quoting=csv.QUOTE_NONE)
+    rows = csv.reader(read_lines(path, encoding), delimiter="\t", quoting=csv.QUOTE_NONE)
     for number, row in enumerate(rows, 1):
         if not row:
             continue
@@ -71,9 +71,9 @@ def read_stsb(path: Path) -> Pairs:
     return _checked(path, a, b, gold)
 
 
-def read_sick(path: Path) -> Pairs:
+def read_sick(path: Path, encoding: str | None = None) -> Pairs:
     """SICK: a tab-separated header with sentence_A, sentence_B and relatedness_score."""
-    rows = csv.reader(read_lines(path), delimiter="\t", quoting=csv.QUOTE_NONE)
+    rows = csv.reader(read_lines(path, encoding), delimiter="\t", quoting=csv.QUOTE_NONE)
     header = next(rows, [])
     columns = ("sentence_A", "sentence_B", "relatedness_score")
     if not set(columns) <= set(header):
@@ -96,10 +96,10 @@ def read_sick(path: Path) -> Pairs:
     return _checked(path, a, b, gold)
 
 
-def read_pairs(path: Path) -> Pairs:
+def read_pairs(path: Path, encoding: str | None = None) -> Pairs:
     """``s1<TAB>s2<TAB>score`` lines, no header."""
     a, b, gold = [], [], []
-    for number, line in enumerate(read_lines(path), 1):
+    for number, line in enumerate(read_lines(path, encoding), 1):
         if not line.strip():
             continue
         row = line.split("\t")
@@ -178,9 +178,10 @@ def run(
     split: str | None = None,
     file: str | Path | None = None,
     adapted: Adapted | None = None,
+    encoding: str | None = None,
 ) -> dict:
-    """Score ``stsb``, ``sickr`` or ``pairs`` from ``file`` or the layout under ``data_dir``;
-    ``adapted``: see :func:`similarities`."""
+    """Score ``stsb``, ``sickr`` or ``pairs`` from ``file`` or the layout under ``data_dir``
+    (``encoding``: see :func:`read_lines`); ``adapted``: see :func:`similarities`."""
     pattern, splits = LAYOUTS[task]
     if file is not None:
         path = require(Path(file), task, "pass --file with an existing file")
@@ -188,5 +189,5 @@ def run(
         root = data_root(data_dir, task, pattern.format("{split}"))
         files = {name: root / pattern.format(stem) for name, stem in splits.items()}
         split, path = choose_split(task, files, split, DEFAULT_SPLITS[task])
-    pairs = READERS[task](path)
+    pairs = READERS[task](path, encoding)
     return {"split": split, "file": str(path), **correlate(pairs, encode, mode, adapted)}
