@@ -330,7 +330,8 @@ class LanguageModel:
 
     def evaluate(self, texts: Iterable[str]) -> Evaluation:
         """Loss, perplexity and bits per character of ``texts``, each a line (tokenized as in
-        training: an ``<eos>`` after each)."""
+        training: an ``<eos>`` after each), read as one stream; past 8,192 tokens it is read
+        in up to 16 rows side by side, each from a fresh state (:func:`stream_loss`)."""
         ids, chars = self.tokenizer.encode_stream(texts)
         if len(ids) == 0:
             raise RnnembedError("nothing to evaluate: the text is empty")

@@ -21,6 +21,8 @@ from rnnembed.errors import RnnembedError
 CELLS = ("lstm", "gru", "elman")
 NONLINEARITIES = ("tanh", "relu")  # of the Elman cell
 SOFTMAXES = ("full", "adaptive")
+# stream_loss rows start from a fresh state; this long, few tokens of a row lack context
+ROW_TOKENS = 4096
 
 # One layer's carried state: (h, c) for an LSTM, h for the other cells; each (batch, hidden).
 LayerState = Tensor | tuple[Tensor, Tensor]
@@ -258,17 +260,23 @@ def detach_state(state: State) -> State:
 
 @torch.no_grad()
 def stream_loss(
-    model: RecurrentLM, ids: Tensor, eos_id: int, batch_size: int = 16, bptt: int = 128
+    model: RecurrentLM,
+    ids: Tensor,
+    eos_id: int,
+    batch_size: int = 16,
+    bptt: int = 128,
+    min_row: int = ROW_TOKENS,
 ) -> tuple[int, float]:
     """(tokens, Σ −log p(ids[t] | ids[<t])) over a token stream, in nats.
 
-    The first token is conditioned on ``<eos>`` (a line start). The stream is cut into
-    ``batch_size`` contiguous rows scored side by side, each row fed its true previous token
-    but starting from a fresh state; every token is scored exactly once.
+    The first token is conditioned on ``<eos>`` (a line start). The stream is cut into up to
+    ``batch_size`` contiguous rows of at least ``min_row`` tokens, scored side by side, each
+    row fed its true previous token but starting from a fresh state (so a stream shorter than
+    2 × ``min_row`` is one row, scored exactly); every token is scored exactly once.
     """
     model.eval()
     n = len(ids)
-    rows = max(1, min(batch_size, n))
+    rows = max(1, min(batch_size, n // min_row))
     cols = -(-n // rows)
     pad = rows * cols - n
     inputs = torch.cat([ids.new_tensor([eos_id]), ids[:-1]])
