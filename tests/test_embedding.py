@@ -251,6 +251,10 @@ def test_a_stream_saves_and_continues(models, pooling):
     other = "mean" if pooling != "mean" else "sif"
     with pytest.raises(RnnembedError, match="another model or pooling"):
         lm.stream(pooling=other).restore(first.state())
+    saved = first.state()  # one saved state, continued twice: each branch has its own copy
+    branch, again = lm.stream(pooling=pooling).restore(saved), lm.stream(pooling=pooling)
+    branch.feed(" And then a branch.")
+    np.testing.assert_allclose(again.restore(saved).vector(), first.vector(), atol=1e-6)
 
 
 def test_texts_encoded_in_blocks_get_the_vectors_they_get_together(models, monkeypatch):

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -96,7 +97,7 @@ def test_save_and_load_round_trip(tmp_path, char_tok, bpe_tok):
 
 
 def test_load_refuses_bad_files_clearly(tmp_path):
-    with pytest.raises(RnnembedError, match=r"vocab_size must be 0 \(the default\) or above 2"):
+    with pytest.raises(RnnembedError, match=r"vocab_size must be 0 \(the default\) or a whole"):
         Tokenizer.train(["some text"], kind="word", vocab_size=2)
     with pytest.raises(RnnembedError, match="no tokenizer file"):
         Tokenizer.load(tmp_path / "missing.json")
@@ -118,6 +119,15 @@ def test_training_needs_text_and_a_known_kind():
     for kind in ("char", "word", "bpe"):
         with pytest.raises(RnnembedError, match="empty corpus"):
             Tokenizer.train([], kind=kind)
+    with pytest.raises(RnnembedError, match="training texts must be a list of strings, not str"):
+        Tokenizer.train("hello world hello there", kind="word")  # would learn letters as words
+    with pytest.raises(RnnembedError, match="training text 1 is NoneType"):
+        Tokenizer.train(["fine", None], kind="char")
+    for kind, size in (("char", 200), ("bpe", 258), ("bpe", 2.5), ("word", "10")):
+        with pytest.raises(RnnembedError, match=f"a whole number above .*not {size!r}"):
+            Tokenizer.train(["some text"], kind=kind, vocab_size=size)  # 200: no character left
+    with pytest.raises(RnnembedError, match="min_freq must be a whole number of at least 1"):
+        Tokenizer.train(["some text"], kind="word", min_freq="2")
     with pytest.raises(RnnembedError, match="unknown tokenizer kind"):
         Tokenizer.train(["x"], kind="sentencepiece")
 
@@ -127,3 +137,29 @@ def test_a_lone_surrogate_is_a_clear_error(kind):
     tok = Tokenizer.train(["plain text here"], kind=kind, vocab_size=300 if kind == "bpe" else None)
     with pytest.raises(RnnembedError, match=r"'\\udce9', a lone surrogate, not Unicode text"):
         tok.encode_batch(["fine", "caf\udce9"])  # a byte that is not UTF-8, in argv or JSON
+
+
+def test_text_fed_in_pieces_gets_the_ids_of_the_whole():
+    tok = Tokenizer.train(["we'll go, they're here, you'll see, I've seen"] * 50, vocab_size=300)
+    assert len(tok.encode("'ll")) == 1  # the contraction is one token
+    text = "we'll go and they're here; you'll see what I've seen"
+    for cut in range(len(text) + 1):  # two chunks, cut anywhere (we'l + l: the 'll is whole)
+        ids, pending = [], ""
+        for chunk in (text[:cut], text[cut:]):
+            final, pending = tok.split_final(pending + chunk)
+            ids += tok.encode(final) if final else []
+        assert ids + tok.encode(pending) == tok.encode(text), (text[:cut], text[cut:])
+
+
+@pytest.mark.parametrize("kind", ["char", "word", "bpe"])
+def test_decode_refuses_what_is_not_an_id(kind):
+    tok = Tokenizer.train(TRAINING_TEXT * 20, kind=kind, vocab_size=300 if kind == "bpe" else None)
+    ids = tok.encode("the cat sat")
+    assert tok.decode(np.array(ids)) == tok.decode(ids)
+    for bad in ([-1], [tok.vocab_size], [1.5]):  # -1 read the last token, 1.5 an <unk>
+        with pytest.raises(RnnembedError, match=f"{bad[0]!r} is not a token id.*0 to"):
+            tok.decode(ids + bad)
+    with pytest.raises(RnnembedError, match="not a token id"):
+        tok.id_to_token(-1)
+    with pytest.raises(RnnembedError, match="token ids come as a list of ints, not str"):
+        tok.decode("the cat")

@@ -442,7 +442,7 @@ class EmbeddingStream:
             "tokens": self.tokens,
             "pool": [t.cpu().numpy().copy() for t in self._pool.tensors()],
             "model_state": [
-                [t.cpu().numpy() for t in layer] for layer in flatten_state(self._state)
+                [t.cpu().numpy().copy() for t in layer] for layer in flatten_state(self._state)
             ],
         }
 
@@ -477,7 +477,8 @@ def _tensors_like(arrays: object, like: list[torch.Tensor], key: str) -> list[to
     out = []
     for array, ref in zip(arrays, like, strict=True):
         try:
-            tensor = torch.as_tensor(np.asarray(array, dtype=np.float32), device=ref.device)
+            # a copy: the stream updates its pool in place, and the saved state must not change
+            tensor = torch.tensor(np.asarray(array, dtype=np.float32), device=ref.device)
         except (TypeError, ValueError):
             raise _damaged_state(f"{key!r} holds something that is not numbers") from None
         if tensor.shape != ref.shape or tensor.isnan().any():  # (max pooling starts at -inf)

@@ -26,6 +26,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from rnnembed.atomic import atomic_write
+from rnnembed.config import is_whole
 from rnnembed.errors import RnnembedError
 
 TokenizerKind = Literal["char", "word", "bpe"]
@@ -74,11 +75,17 @@ class Tokenizer:
         8,000; ``char`` and ``word`` keep every symbol seen ``min_freq`` times or more).
         """
         _check_kind(kind)
-        if vocab_size is not None and (vocab_size < 0 or 0 < vocab_size <= len(SPECIALS)):
+        fixed = len(SPECIALS) + (len(BYTE_TOKENS) if kind != "word" else 0)
+        if vocab_size is not None and (
+            not is_whole(vocab_size) or vocab_size < 0 or 0 < vocab_size <= fixed
+        ):
             raise RnnembedError(
-                f"vocab_size must be 0 (the default) or above {len(SPECIALS)} (the special tokens "
-                f"and at least one more), not {vocab_size}"
+                f"vocab_size must be 0 (the default) or a whole number above {fixed} (a {kind} "
+                f"tokenizer's {fixed} fixed tokens and at least one learned), not {vocab_size!r}"
             )
+        if not is_whole(min_freq) or min_freq < 1:
+            raise RnnembedError(f"min_freq must be a whole number of at least 1, not {min_freq!r}")
+        check_many(texts, "training text", ordered=False)
         lines = _lines(texts)
         if kind == "bpe":
             return cls("bpe", hf=_train_bpe(lines, vocab_size or DEFAULT_BPE_VOCAB, min_freq))
@@ -103,7 +110,7 @@ class Tokenizer:
         return len(self._vocab)
 
     def id_to_token(self, token_id: int) -> str:
-        return self._vocab[token_id]
+        return self._vocab[self._checked_ids([token_id])[0]]
 
     def token_to_id(self, token: str) -> int | None:
         return self._index.get(token)
@@ -153,8 +160,10 @@ class Tokenizer:
         return ids, chars
 
     def split_final(self, text: str) -> tuple[str, str]:
-        """(final, pending): the longest prefix whose ids cannot change when more text is
-        appended, and the rest. encode(final) + encode(pending + more) == encode(text + more)."""
+        """(final, pending): a prefix whose ids cannot change when more text is appended, and
+        the rest. encode(final) + encode(pending + more) == encode(text + more). For BPE the
+        last two pre-tokenizer pieces wait: appended letters can join the last one, and an
+        apostrophe piece with the letters after it (we' + ll: the contraction 'll)."""
         if self.kind == "char":
             return text, ""
         line_start = text.rfind("\n") + 1
@@ -162,18 +171,32 @@ class Tokenizer:
             cut = max(line_start, *(text.rfind(c) + 1 for c in " \t\r\f\v"))
         else:
             pieces = self._hf.pre_tokenizer.pre_tokenize_str(text[line_start:])
-            cut = line_start + (pieces[-1][1][0] if pieces else 0)
+            cut = line_start + (pieces[-2:][0][1][0] if pieces else 0)
         return text[:cut], text[cut:]
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of ``ids``; ``<eos>`` becomes a newline."""
         segments: list[list[int]] = [[]]
-        for i in ids:
+        for i in self._checked_ids(ids):
             if i == self.eos_id:
                 segments.append([])
             else:
                 segments[-1].append(int(i))
         return "\n".join(self._decode_line(seg) for seg in segments)
+
+    def _checked_ids(self, ids: Iterable[int]) -> list[int]:
+        """``ids`` (a list, an array, a tensor) as ints, or RnnembedError if one is not an id
+        of this tokenizer (a negative one would index from the end)."""
+        if isinstance(ids, str | bytes) or not isinstance(ids, Iterable):
+            raise RnnembedError(f"token ids come as a list of ints, not {type(ids).__name__}")
+        values = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+        for i in values:
+            if not is_whole(i) or not 0 <= i < self.vocab_size:
+                raise RnnembedError(
+                    f"{i!r} is not a token id of this tokenizer: ids are whole numbers from 0 to "
+                    f"{self.vocab_size - 1}"
+                )
+        return values
 
     def _encode_lines(self, lines: list[str]) -> list[list[int]]:
         """Ids of each newline-free line; a line that is not Unicode text is a clear error."""
@@ -326,7 +349,8 @@ def _check_kind(kind: str) -> None:
 
 
 def _lines(texts: Iterable[str]) -> Iterator[str]:
-    for text in texts:
+    for i, text in enumerate(texts):
+        check_text(text, i, "training text")
         yield from text.split("\n")
 
 
