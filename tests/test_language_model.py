@@ -29,6 +29,19 @@ def test_saved_model_reloads_with_identical_outputs(model_dir, tmp_path):
     assert again.config == lm.config
 
 
+def test_save_and_fingerprint_refuse_what_they_cannot_use(model_dir, tmp_path):
+    lm = LanguageModel.load(model_dir)
+    (tmp_path / "a-file").write_text("mine")
+    for path, message in ((None, "is a path"), (tmp_path / "a-file", "is a file; give the path")):
+        with pytest.raises(RnnembedError, match=message):
+            lm.save(path)
+    assert (tmp_path / "a-file").read_text() == "mine"
+    with pytest.raises(RnnembedError, match="is a folder; give the path of a file"):
+        lm.tokenizer.save(tmp_path)
+    with pytest.raises(RnnembedError, match="unknown pooling"):
+        lm.fingerprint(["sif"])
+
+
 def test_perplexity_and_evaluate_agree(model_dir, small_corpus):
     lm = LanguageModel.load(model_dir)
     lines = small_corpus[1].read_text(encoding="utf-8").splitlines()
@@ -58,6 +71,16 @@ def test_generate_is_deterministic_under_a_seed(model_dir):
     assert a == b and a != c and a.startswith("The")
     greedy = lm.generate("The", max_tokens=10, temperature=0)
     assert greedy == lm.generate("The", max_tokens=10, temperature=0, seed=123)
+
+
+def test_generate_returns_the_prompt_as_given(model_dir, tmp_path, small_corpus):
+    lm = LanguageModel.load(model_dir)
+    prompt = "Zyzzyva said:  héllo\tthere"
+    assert lm.generate(prompt, max_tokens=5, seed=1).startswith(prompt)
+    word = LanguageModel.train([small_corpus[0]], tmp_path / "word", tokenizer="word", **TINY)
+    text = word.generate(prompt, max_tokens=5, seed=1)  # its <unk> ids do not replace the words
+    assert text.startswith(prompt) and "<unk>" not in text[: len(prompt)]
+    assert text[len(prompt)] in " \n"  # the drawn words come after a space or a line break
 
 
 @pytest.mark.parametrize(
@@ -101,7 +124,9 @@ def test_a_device_this_machine_lacks_is_a_clear_error(model_dir):
     for name in ("gpu0", "mps", "meta"):  # torch knows the last two; rnnembed runs on cpu, cuda
         with pytest.raises(RnnembedError, match=f"unknown device '{name}'"):
             LanguageModel.load(model_dir, device=name)
-    with pytest.raises(RnnembedError, match="a model folder is a path, not NoneType"):
+    with pytest.raises(
+        RnnembedError, match=r"a model folder is a path \(str or Path\), not NoneType"
+    ):
         LanguageModel.load(None)
     if not torch.cuda.is_available():
         with pytest.raises(RnnembedError, match="PyTorch sees no CUDA GPU here"):

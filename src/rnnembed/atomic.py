@@ -45,6 +45,12 @@ def atomic_write(path: str | Path, data: str | bytes) -> None:
             tmp.write_bytes(data)
 
 
+def check_path(path: object, what: str) -> None:
+    """RnnembedError unless ``path`` (``what`` it names) is a str or path-like."""
+    if not isinstance(path, str | os.PathLike):
+        raise RnnembedError(f"{what} is a path (str or Path), not {type(path).__name__}")
+
+
 def check_writable(
     path: str | Path,
     folder: bool = False,
@@ -56,6 +62,7 @@ def check_writable(
     written: a folder where a file goes or the reverse, a parent that is a file, or a place
     without write permission; and a file that is one of the ``inputs`` or does not end in
     ``suffix`` (so that a slip cannot write over a text or a model's weights)."""
+    check_path(path, "an output")
     path = Path(path)
     kind, other = ("folder", "file") if folder else ("file", "folder")
     if path.exists() and path.is_dir() != folder:

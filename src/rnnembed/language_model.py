@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,10 +20,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rnnembed import embedding
-from rnnembed.atomic import atomic_path, atomic_write, check_writable
+from rnnembed.atomic import atomic_path, atomic_write, check_path, check_writable
 from rnnembed.config import DEFAULT_TEMPERATURE, JsonConfig, check_flag, is_whole
 from rnnembed.corpus import MODEL_FILES, iter_texts
-from rnnembed.embedding import DEFAULT_POOLING, EmbeddingStream
+from rnnembed.embedding import DEFAULT_POOLING, EmbeddingStream, check_pooling
 from rnnembed.errors import RnnembedError
 from rnnembed.generation import sample
 from rnnembed.model import ModelConfig, RecurrentLM, State, stream_loss
@@ -229,7 +228,8 @@ class LanguageModel:
     def save(self, path: str | Path) -> None:
         """Write ``config.json``, ``model.safetensors`` (and ``backward/model.safetensors``)
         and ``tokenizer.json`` into ``path``."""
-        path = Path(path)
+        path = _model_folder(path)
+        check_writable(path, folder=True)
         _write_config(path, self.config, self.train_config, self.tokenizer)
         _save_weights(self.model, path / WEIGHTS)
         if self.backward is not None:
@@ -284,6 +284,7 @@ class LanguageModel:
         """sha256 of weights, pooling (with its constants) and dimension: identifies what built
         an index.
         Computed once per pooling: a loaded model's weights are not expected to change."""
+        check_pooling(pooling)
         if pooling not in self._fingerprints:
             self._fingerprints[pooling] = embedding.fingerprint(self, pooling)
         return self._fingerprints[pooling]
@@ -356,7 +357,8 @@ class LanguageModel:
         top_p: float = 1.0,
         seed: int | None = None,
     ) -> str:
-        """The prompt followed by ``max_tokens`` sampled tokens, as text."""
+        """The prompt, as given, followed by ``max_tokens`` sampled tokens, as text (a word
+        tokenizer's words after a space)."""
         prompt_ids = self.tokenizer.encode(prompt) if prompt else []
         drawn = sample(
             self.model,
@@ -367,7 +369,9 @@ class LanguageModel:
             top_p=top_p,
             seed=seed,
         )
-        return self.tokenizer.decode(prompt_ids + drawn)
+        text = self.tokenizer.decode(drawn)  # the prompt's own words, not their <unk>
+        spaced = self.tokenizer.kind == "word" and prompt and not prompt[-1].isspace()
+        return prompt + (" " if spaced and text and not text.startswith("\n") else "") + text
 
 
 def _train_direction(
@@ -436,8 +440,7 @@ def _save_weights(model: RecurrentLM, path: Path) -> None:
 
 def _model_folder(path: object) -> Path:
     """``path`` as a Path, or RnnembedError if it is not a path at all (None, a model, ...)."""
-    if not isinstance(path, str | os.PathLike):
-        raise RnnembedError(f"a model folder is a path, not {type(path).__name__}")
+    check_path(path, "a model folder")
     return Path(path)
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from rnnembed.atomic import atomic_write
+from rnnembed.atomic import atomic_write, check_path, check_writable
 from rnnembed.config import is_whole
 from rnnembed.errors import RnnembedError
 
@@ -262,11 +262,13 @@ class Tokenizer:
 
     def save(self, path: str | Path) -> None:
         """Write the tokenizer as one JSON file (atomically)."""
+        check_writable(path)
         atomic_write(path, json.dumps(self.to_dict(), ensure_ascii=False))
 
     @classmethod
     def load(cls, path: str | Path) -> Tokenizer:
         """Read a tokenizer written by :meth:`save`."""
+        check_path(path, "a tokenizer file")
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
