@@ -355,6 +355,9 @@ def test_a_new_collection_needs_milvus_rule_for_names_an_existing_one_opens(
     for name, problem in [("new-docs", "not one Milvus takes"), ("x" * 256, "1 to 255")]:
         with pytest.raises(RnnembedError, match=problem):
             VectorStore(uri, model=lm, collection=name)
+    with pytest.raises(RnnembedError, match="not one Milvus takes"):
+        VectorStore(tmp_path / "new.db", model=lm, collection="9x")
+    assert not (tmp_path / "new.db").exists()  # refused before the database was made
 
 
 def test_a_database_another_process_holds_says_so(lm, tiny_model_folder, tmp_path):

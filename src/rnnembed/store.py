@@ -151,6 +151,8 @@ class VectorStore:
         self.uri, self.model, self.collection, self.pooling = str(uri), model, collection, pooling
         self.dim = model.dim(pooling)
         self.fingerprint = model.fingerprint(pooling)
+        if create and self.uri.endswith(".db") and not Path(self.uri).expanduser().exists():
+            self._check_new_name()  # before the database is made: a refusal leaves none behind
         self.client, self._lite_path = _connect(self.uri, token, create)
         self._added = False  # whether this store has inserted rows yet
         try:
@@ -176,17 +178,22 @@ class VectorStore:
 
     # -- the collection ------------------------------------------------------------------------
 
+    def _check_new_name(self) -> None:
+        """A new collection's name as Milvus servers take them (Milvus Lite takes some others,
+        so an existing collection keeps the name it has)."""
+        if not COLLECTION_NAME.fullmatch(self.collection):
+            raise RnnembedError(
+                f"collection name {self.collection!r} is not one Milvus takes: letters, digits "
+                "and underscores, starting with a letter or an underscore"
+            )
+
     def _open(self, analyzer: str | None, create: bool) -> str:
         with _milvus("open the collection"):
             exists = self.client.has_collection(self.collection)
         if exists:
             analyzer = self._check(analyzer)
         elif create:
-            if not COLLECTION_NAME.fullmatch(self.collection):  # Milvus Lite takes some others
-                raise RnnembedError(
-                    f"collection name {self.collection!r} is not one Milvus takes: letters, "
-                    "digits and underscores, starting with a letter or an underscore"
-                )
+            self._check_new_name()
             analyzer = analyzer or "standard"
             self._create(analyzer)
         else:
