@@ -135,7 +135,7 @@ def test_a_file_in_another_encoding_is_read_in_the_one_given(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="rnnembed"):
         guessed = read_pairs(path)  # the fallbacks turn GBK into Latin letters, and say so
     assert guessed[0][0] != "今天天气很好" and "line 1 is not UTF-8" in caplog.text
-    assert "pass --encoding" in caplog.text
+    assert "pass --data-encoding" in caplog.text
     first, second, gold = read_pairs(path, "gbk")
     assert first == ["今天天气很好", "猫在睡觉", "这是书"] and second[1] == "股票上涨了"
     assert list(gold) == [4.5, 0.0, 4.0]
@@ -544,6 +544,16 @@ def test_cli_evaluates_a_model_a_baseline_and_bag_of_words(tmp_path, lm, small_c
         "--adapt", "--json",
     )  # fmt: skip
     assert code in (0, None) and json.loads(out)["adapted"] is True
+    gbk = write(
+        tmp_path / "pairs-gbk.tsv",
+        ["今天天气很好\t今天天气不错\t4.5", "猫在睡觉\t股票上涨了\t0.0"],
+        "gbk",
+    )
+    code, out, _ = run_cli(
+        capsys, "evaluate", "--task", "pairs", "--file", str(gbk), "--mode", "bm25",
+        "--data-encoding", "gbk", "--encoding", "cp1252", "--json",  # --encoding: a corpus's
+    )  # fmt: skip
+    assert code in (0, None) and json.loads(out)["n"] == 2
     code, _, err = run_cli(capsys, "evaluate", str(tmp_path / "model"), "--task", "mr", "--adapt")
     assert code == 1 and "applies to stsb, sickr, pairs, not mr" in err and "Traceback" not in err
     code, out, _ = run_cli(

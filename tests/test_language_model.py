@@ -81,6 +81,8 @@ def test_generate_returns_the_prompt_as_given(model_dir, tmp_path, small_corpus)
     text = word.generate(prompt, max_tokens=5, seed=1)  # its <unk> ids do not replace the words
     assert text.startswith(prompt) and "<unk>" not in text[: len(prompt)]
     assert text[len(prompt)] in " \n"  # the drawn words come after a space or a line break
+    with pytest.raises(RnnembedError, match="prompt 0 is NoneType, not a string"):
+        lm.generate(None)
 
 
 @pytest.mark.parametrize(

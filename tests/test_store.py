@@ -358,6 +358,10 @@ def test_a_new_collection_needs_milvus_rule_for_names_an_existing_one_opens(
     with pytest.raises(RnnembedError, match="not one Milvus takes"):
         VectorStore(tmp_path / "new.db", model=lm, collection="9x")
     assert not (tmp_path / "new.db").exists()  # refused before the database was made
+    (tmp_path / "empty.db").mkdir()
+    with pytest.raises(RnnembedError, match="not one Milvus takes"):
+        VectorStore(tmp_path / "empty.db", model=lm, collection="9x")
+    assert not any((tmp_path / "empty.db").iterdir())
 
 
 def test_a_database_another_process_holds_says_so(lm, tiny_model_folder, tmp_path):

@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -155,8 +156,9 @@ def test_text_fed_in_pieces_gets_the_ids_of_the_whole():
 def test_decode_refuses_what_is_not_an_id(kind):
     tok = Tokenizer.train(TRAINING_TEXT * 20, kind=kind, vocab_size=300 if kind == "bpe" else None)
     ids = tok.encode("the cat sat")
-    assert tok.decode(np.array(ids)) == tok.decode(ids)
-    for bad in ([-1], [tok.vocab_size], [1.5]):  # -1 read the last token, 1.5 an <unk>
+    assert tok.decode(np.array(ids)) == tok.decode(ids) == tok.decode(list(torch.tensor(ids)))
+    assert tok.id_to_token(torch.tensor(ids[0])) == tok.id_to_token(np.int64(ids[0]))
+    for bad in ([-1], [tok.vocab_size], [1.5], [True]):  # -1 read the last token, 1.5 an <unk>
         with pytest.raises(RnnembedError, match=f"{bad[0]!r} is not a token id.*0 to"):
             tok.decode(ids + bad)
     with pytest.raises(RnnembedError, match="not a token id"):

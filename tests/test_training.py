@@ -179,7 +179,7 @@ def test_a_run_failing_before_it_saves_weights_leaves_its_folder_as_found(
     tmp_path, small_corpus, monkeypatch, made
 ):
     train, _ = small_corpus
-    out = tmp_path / "m"
+    out = tmp_path / "new" / "m" if made else tmp_path / "m"
     if not made:
         out.mkdir()  # the user's own empty folder stays
     with monkeypatch.context() as patch:
@@ -191,6 +191,7 @@ def test_a_run_failing_before_it_saves_weights_leaves_its_folder_as_found(
         with pytest.raises(RuntimeError, match="out of memory"):
             LanguageModel.train([train], out, tokenizer="char", epochs=1, hidden=512)
     assert out.exists() is not made and not (out.exists() and any(out.iterdir()))
+    assert not (tmp_path / "new").exists()  # nor the parent it made
     LanguageModel.train([train], out, tokenizer="char", epochs=0.2, **TINY)  # smaller, same --out
     interrupted = tmp_path / "interrupted"
     with monkeypatch.context() as patch:

@@ -385,13 +385,16 @@ def evaluate_embeddings(
         ),
     ] = False,
     device: Device = "auto",
-    encoding: Annotated[
+    data_encoding: Annotated[
         str | None,
         typer.Option(
-            help="Encoding of the data files and --baseline-corpus (default: UTF-8; data files "
-            "fall back line by line to cp1252 and latin-1)."
+            help="Encoding of the task's data files (default: UTF-8, with a line that is not "
+            "read as cp1252, else latin-1)."
         ),
     ] = None,
+    encoding: Annotated[
+        str, typer.Option(help="Text encoding of the --baseline-corpus files.")
+    ] = "utf-8",
     as_json: AsJson = False,
     quiet: Quiet = False,
 ) -> None:
@@ -408,7 +411,7 @@ def evaluate_embeddings(
         from rnnembed.evaluation.baselines import train_baseline
 
         encoder = train_baseline(
-            baseline, baseline_corpus or [], baseline_seconds, encoding=encoding or "utf-8"
+            baseline, baseline_corpus or [], baseline_seconds, encoding=encoding
         )
         name = baseline
     elif encodes and model is not None:
@@ -424,7 +427,7 @@ def evaluate_embeddings(
         mode=mode,
         pooling=pooling if model is not None else None,
         adapt=adapt,
-        encoding=encoding,
+        encoding=data_encoding,
     )
     result = {"model": name, **result}
     _print_result(result, as_json)

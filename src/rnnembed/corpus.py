@@ -180,8 +180,11 @@ def _strip_newline(line: str) -> str:
     return line.removesuffix("\n").removesuffix("\r")
 
 
-def decoded_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
-    """(line number, decoded line with its newline), checking every byte on the way."""
+def decoded_lines(
+    path: Path, encoding: str, option: str = "--encoding"
+) -> Iterator[tuple[int, str]]:
+    """(line number, decoded line with its newline), checking every byte on the way; an error
+    names ``option`` as the way to give the file's encoding."""
     utf8 = codecs.lookup(encoding).name == "utf-8"
     offset = 0
     with open(path, "rb") as f:
@@ -196,9 +199,9 @@ def decoded_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
                 text = raw.decode("utf-8-sig" if utf8 and number == 1 else encoding)
             except UnicodeDecodeError as exc:
                 hint = (
-                    "pass --encoding cp1252 (or the file's real encoding)"
+                    f"pass {option} cp1252 (or the file's real encoding)"
                     if utf8
-                    else "pass the file's real --encoding"
+                    else f"pass the file's real {option}"
                 )
                 raise RnnembedError(
                     f"{path}: byte {offset + exc.start} (line {number}) is not valid {encoding} "

@@ -28,7 +28,7 @@ from rnnembed.errors import RnnembedError
 from rnnembed.generation import sample
 from rnnembed.model import ModelConfig, RecurrentLM, State, stream_loss
 from rnnembed.perplexity import Evaluation
-from rnnembed.tokenizer import Tokenizer, check_texts
+from rnnembed.tokenizer import Tokenizer, check_text, check_texts
 from rnnembed.training import (
     CHECKPOINT,
     METRICS,
@@ -158,7 +158,7 @@ class LanguageModel:
             _check_resumed_options(out, {**config.to_dict(), **saved_tokenizer}, given)
         else:
             _check_fresh(out)
-            made_out = not out.exists()
+            made = _first_missing(out)  # the folder the run will make, out or above it
             config = TrainConfig(**options)
             config.check()
             if config.minutes is not None and config.epochs is not None:  # older runs saved both
@@ -215,7 +215,7 @@ class LanguageModel:
             ]
         except Exception:  # not Ctrl-C: an interrupted run stays resumable
             if not resume:
-                _discard_unsaved_run(out, made_out)
+                _discard_unsaved_run(out, made)
             raise
         lm = cls(
             trained[0][0], tok, config, backward=trained[1][0] if config.bidirectional else None
@@ -331,8 +331,8 @@ class LanguageModel:
 
     def evaluate(self, texts: Iterable[str]) -> Evaluation:
         """Loss, perplexity and bits per character of ``texts``, each a line (tokenized as in
-        training: an ``<eos>`` after each), read as one stream; past 8,192 tokens it is read
-        in up to 16 rows side by side, each from a fresh state (:func:`stream_loss`)."""
+        training: an ``<eos>`` after each), read as one stream; from 8,192 tokens on it is
+        read in up to 16 rows side by side, each from a fresh state (:func:`stream_loss`)."""
         ids, chars = self.tokenizer.encode_stream(texts)
         if len(ids) == 0:
             raise RnnembedError("nothing to evaluate: the text is empty")
@@ -359,6 +359,7 @@ class LanguageModel:
     ) -> str:
         """The prompt, as given, followed by ``max_tokens`` sampled tokens, as text (a word
         tokenizer's words after a space)."""
+        check_text(prompt, 0, "prompt")
         prompt_ids = self.tokenizer.encode(prompt) if prompt else []
         drawn = sample(
             self.model,
@@ -494,15 +495,24 @@ def _check_resumed_options(out: Path, saved: dict, given: dict) -> None:
         )
 
 
-def _discard_unsaved_run(out: Path, made_out: bool) -> None:
-    """Leave ``out`` as a new run found it (absent, or empty) if the run failed before saving
-    any weights, so that the same command with other settings (smaller, after running out of
-    memory) can start over there; a run with weights saved is kept for ``--resume``."""
+def _first_missing(path: Path) -> Path | None:
+    """The topmost of ``path`` and its parents that does not exist (None if ``path`` does)."""
+    missing = None
+    while not path.exists() and path != path.parent:
+        missing, path = path, path.parent
+    return missing
+
+
+def _discard_unsaved_run(out: Path, made: Path | None) -> None:
+    """Leave ``out`` as a new run found it (absent, with the parents it made, or empty) if the
+    run failed before saving any weights, so that the same command with other settings
+    (smaller, after running out of memory) can start over there; a run with weights saved is
+    kept for ``--resume``."""
     saved = (out / sub / name for sub in (".", BACKWARD) for name in (WEIGHTS, CHECKPOINT))
     if any(file.is_file() for file in saved):
         return
-    if made_out:
-        shutil.rmtree(out, ignore_errors=True)
+    if made is not None:
+        shutil.rmtree(made, ignore_errors=True)
     elif out.is_dir():
         for entry in out.iterdir():
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()

@@ -151,7 +151,9 @@ class VectorStore:
         self.uri, self.model, self.collection, self.pooling = str(uri), model, collection, pooling
         self.dim = model.dim(pooling)
         self.fingerprint = model.fingerprint(pooling)
-        if create and self.uri.endswith(".db") and not Path(self.uri).expanduser().exists():
+        lite = Path(self.uri).expanduser()
+        new_lite = not lite.exists() or (lite.is_dir() and not any(lite.iterdir()))
+        if create and self.uri.endswith(".db") and new_lite:
             self._check_new_name()  # before the database is made: a refusal leaves none behind
         self.client, self._lite_path = _connect(self.uri, token, create)
         self._added = False  # whether this store has inserted rows yet

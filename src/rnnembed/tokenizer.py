@@ -15,6 +15,7 @@ into a newline.
 from __future__ import annotations
 
 import json
+import operator
 from collections import Counter
 from collections.abc import Iterable, Iterator, KeysView, Set
 from itertools import chain, islice
@@ -189,13 +190,18 @@ class Tokenizer:
         of this tokenizer (a negative one would index from the end)."""
         if isinstance(ids, str | bytes) or not isinstance(ids, Iterable):
             raise RnnembedError(f"token ids come as a list of ints, not {type(ids).__name__}")
-        values = ids.tolist() if hasattr(ids, "tolist") else list(ids)
-        for i in values:
-            if not is_whole(i) or not 0 <= i < self.vocab_size:
+        values = []
+        for i in ids.tolist() if hasattr(ids, "tolist") else ids:
+            try:  # an int, numpy's or a one-value tensor; not a float, nor a bool
+                value = operator.index(i) if not isinstance(i, bool) else -1
+            except TypeError:
+                value = -1
+            if not 0 <= value < self.vocab_size:
                 raise RnnembedError(
                     f"{i!r} is not a token id of this tokenizer: ids are whole numbers from 0 to "
                     f"{self.vocab_size - 1}"
                 )
+            values.append(value)
         return values
 
     def _encode_lines(self, lines: list[str]) -> list[list[int]]:

@@ -71,9 +71,10 @@ def read_lines(path: Path, encoding: str | None = None) -> list[str]:
     its offset)."""
     if encoding is not None:
         return [
-            line.removesuffix("\n").removesuffix("\r") for _, line in decoded_lines(path, encoding)
+            line.removesuffix("\n").removesuffix("\r")
+            for _, line in decoded_lines(path, encoding, "--data-encoding")
         ]
-    lines, first_fallback = [], None
+    lines, first_fallback = [], 0
     with open(path, "rb") as f:
         for number, raw in enumerate(f, 1):
             for fallback in FALLBACK_ENCODINGS:
@@ -82,15 +83,15 @@ def read_lines(path: Path, encoding: str | None = None) -> list[str]:
                     break
                 except UnicodeDecodeError:
                     continue
-            if fallback != "utf-8" and first_fallback is None:
-                first_fallback = (number, fallback)
+            if fallback != "utf-8" and not first_fallback:
+                first_fallback = number
             lines.append(text.removesuffix("\n").removesuffix("\r"))
     if first_fallback:
         log.info(
-            "%s: line %d is not UTF-8, so it was read as %s (as are such lines after it); pass "
-            "--encoding if the file is in another encoding",
+            "%s: line %d is not UTF-8; such lines are read as cp1252, else latin-1; pass "
+            "--data-encoding if the file is in another encoding",
             path,
-            *first_fallback,
+            first_fallback,
         )
     if lines:
         lines[0] = lines[0].removeprefix("\ufeff")
