@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from rnnembed import RnnembedError
 from rnnembed.nn import (
     BasicNN,
     Dense,
@@ -177,7 +178,38 @@ def test_fit_stops_when_converged():
 def test_fit_rejects_unknown_names():
     model = BasicNN(2, 4, 1)
     batches = _regression_batches()
-    with pytest.raises(ValueError, match="optimizer"):
+    with pytest.raises(RnnembedError, match="optimizer"):
         fit(model, batches, optimizer="lbfgs")
-    with pytest.raises(ValueError, match="loss"):
+    with pytest.raises(RnnembedError, match="loss"):
         fit(model, batches, loss="hinge")
+
+
+def test_user_mistakes_are_clear_errors_not_wrong_results():
+    x, y = torch.randn(8, 1), torch.randn(8)
+    with pytest.raises(RnnembedError, match=r"l2 target must have the output's shape \(8, 1\)"):
+        fit(BasicNN(1, 4, 1), [(x, y)])  # (8, 1) against (8,) broadcast to (8, 8)
+    with pytest.raises(RnnembedError, match="writes out a FeedForward's.*not a BasicNN's"):
+        manual_backward(BasicNN(1, 4, 1), x, y.unsqueeze(-1))  # its ReLU is not GELU
+    logits = torch.randn(4, 3)
+    for labels, problem in [
+        (torch.tensor([0, 1, 2, 3]), "class indices must be from 0 to 2"),
+        (torch.tensor([0, 1, -100, 2]), "class indices must be from 0 to 2"),  # not ignored
+        (torch.tensor([0.0, 1.0, 2.0, 1.0]), "one class index .* per row"),
+    ]:
+        with pytest.raises(RnnembedError, match=problem):
+            loss_value("cross_entropy", logits, labels)
+    with pytest.raises(RnnembedError, match="the batch is empty"):
+        loss_value("l2", torch.zeros(0, 1), torch.zeros(0, 1))
+    with pytest.raises(RnnembedError, match=r"wrap a single batch in a list"):
+        fit(BasicNN(1, 4, 1), (x, y.unsqueeze(-1)))
+    nan = torch.full((8, 1), float("nan"))
+    with pytest.raises(RnnembedError, match="the loss became nan in epoch 1"):
+        fit(BasicNN(1, 4, 1), [(nan, y.unsqueeze(-1))])
+    with pytest.raises(RnnembedError, match=r"shape \(batch, time, in_dims\)"):
+        SimpleRNN(2, 3, 2).run(torch.randn(4, 2))
+
+
+def test_simple_rnn_starts_its_state_where_its_weights_are():
+    model = SimpleRNN(2, 3, 2).to("meta")  # as on a GPU: h0 follows the weights
+    ys, hs = model.run(torch.randn(2, 4, 2, device="meta"))
+    assert ys.device.type == hs.device.type == "meta" and hs.shape == (2, 4, 3)

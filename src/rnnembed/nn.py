@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnembed.errors import RnnembedError
+
 Activation = Callable[[Tensor], Tensor]
 LossName = Literal["l2", "cross_entropy"]
 
@@ -60,7 +62,9 @@ def _activation(activation: str | Activation | None) -> Activation:
     if callable(activation):
         return activation
     if activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
+        raise RnnembedError(
+            f"unknown activation {activation!r}; choose one of {', '.join(sorted(ACTIVATIONS))}"
+        )
     return ACTIVATIONS[activation]
 
 
@@ -126,7 +130,8 @@ class SimpleRNN(nn.Module):
 
     def init_hidden(self, batch_size: int) -> Tensor:
         """The zero state h₀, shape (batch_size, hidden_dims)."""
-        return torch.zeros(batch_size, self.hidden_dims, dtype=self.layer1.weight.dtype)
+        weight = self.layer1.weight  # h₀ where the weights are: CPU, GPU, ...
+        return torch.zeros(batch_size, self.hidden_dims, dtype=weight.dtype, device=weight.device)
 
     def forward(self, x: Tensor, h_prev: Tensor) -> tuple[Tensor, Tensor]:
         """One step: x (batch, in_dims), h_prev (batch, hidden_dims) -> (y, h)."""
@@ -143,6 +148,11 @@ class SimpleRNN(nn.Module):
         With ``lengths`` (batch,), a padded sequence keeps its state past its end, so
         ``hs[:, -1]`` is every sequence's final state whatever else shares the batch.
         """
+        if xs.dim() != 3 or xs.shape[1] == 0:
+            raise RnnembedError(
+                f"run takes xs of shape (batch, time, in_dims) with at least one step, not "
+                f"{tuple(xs.shape)}; for one step call the model itself"
+            )
         batch, steps, _ = xs.shape
         h = self.init_hidden(batch) if h0 is None else h0
         ys, hs = [], []
@@ -159,11 +169,37 @@ class SimpleRNN(nn.Module):
 def loss_value(loss: LossName, output: Tensor, target: Tensor) -> Tensor:
     """Λ for ``l2``: mean of (y − t)² over all elements; ``cross_entropy``: mean over the batch
     of −log softmax(y)[t], with t a class index."""
+    check_target(loss, output, target)
     if loss == "l2":
         return F.mse_loss(output, target)
+    return F.cross_entropy(output, target)
+
+
+def check_target(loss: LossName, output: Tensor, target: Tensor) -> None:
+    """RnnembedError unless ``target`` fits ``output`` under ``loss``: for l2 the same shape
+    (broadcasting (B, 1) against (B,) would compare every output with every target), for
+    cross-entropy one class index in [0, classes) per row of a non-empty batch."""
+    if loss not in ("l2", "cross_entropy"):
+        raise RnnembedError(f"unknown loss {loss!r}; choose 'l2' or 'cross_entropy'")
+    if output.numel() == 0:
+        raise RnnembedError("the batch is empty; give each batch at least one example")
+    if loss == "l2" and target.shape != output.shape:
+        raise RnnembedError(
+            f"an l2 target must have the output's shape {tuple(output.shape)}, not "
+            f"{tuple(target.shape)}; reshape it (e.g. target.unsqueeze(-1))"
+        )
     if loss == "cross_entropy":
-        return F.cross_entropy(output, target)
-    raise ValueError(f"unknown loss {loss!r}; choose 'l2' or 'cross_entropy'")
+        classes = output.shape[-1]
+        if target.shape != output.shape[:-1] or target.is_floating_point():
+            raise RnnembedError(
+                f"a cross_entropy target is one class index (an integer) per row, of shape "
+                f"{tuple(output.shape[:-1])}, not {target.dtype} of shape {tuple(target.shape)}"
+            )
+        if target.min() < 0 or target.max() >= classes:
+            raise RnnembedError(
+                f"class indices must be from 0 to {classes - 1} (the output has {classes} "
+                f"classes), not {int(target.min())} to {int(target.max())}"
+            )
 
 
 def _gelu_derivative(q: Tensor) -> Tensor:
@@ -187,6 +223,11 @@ def manual_backward(
       6. ∂Λ/∂W₁ = (∂Λ/∂z₁)ᵀ x and ∂Λ/∂b₁ = Σ_batch ∂Λ/∂z₁.
     Returns the gradients keyed by ``model.named_parameters()`` names.
     """
+    if not isinstance(model, FeedForward):  # the steps above hold GELU's derivative
+        raise RnnembedError(
+            f"manual_backward writes out a FeedForward's (GELU on both layers), not a "
+            f"{type(model).__name__}'s; use autograd (loss.backward()) for other models"
+        )
     with torch.no_grad():
         w1, b1 = model.layer1.weight, model.layer1.bias
         w2, b2 = model.layer2.weight, model.layer2.bias
@@ -195,13 +236,12 @@ def manual_backward(
         h1 = gelu(z1)
         z2 = h1 @ w2.T + b2
         y = gelu(z2)
+        check_target(loss, y.reshape(*x.shape[:-1], -1), target)
         if loss == "l2":
             dy = 2.0 * (y - target.reshape(y.shape)) / y.numel()
-        elif loss == "cross_entropy":
+        else:
             onehot = F.one_hot(target.reshape(-1), y.shape[-1]).to(y.dtype)
             dy = (torch.softmax(y, dim=-1) - onehot) / y.shape[0]
-        else:
-            raise ValueError(f"unknown loss {loss!r}; choose 'l2' or 'cross_entropy'")
         dz2 = dy * _gelu_derivative(z2)
         dh1 = dz2 @ w2
         dz1 = dh1 * _gelu_derivative(z1)
@@ -236,14 +276,17 @@ def fit(
     ``epochs`` passes over ``batches`` (a re-iterable of (x, target) pairs).
     """
     batches = list(batches)
-    if not batches:
-        raise ValueError("fit needs at least one (x, target) batch")
+    if not batches or not all(isinstance(b, tuple | list) and len(b) == 2 for b in batches):
+        raise RnnembedError(
+            "fit takes a list of (x, target) batches, at least one; wrap a single batch in a "
+            "list: fit(model, [(x, target)])"
+        )
     if optimizer == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     elif optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=lr)
     else:
-        raise ValueError(f"unknown optimizer {optimizer!r}; choose 'sgd' or 'adam'")
+        raise RnnembedError(f"unknown optimizer {optimizer!r}; choose 'sgd' or 'adam'")
     result = FitResult()
     model.train()
     for _ in range(epochs):
@@ -255,6 +298,11 @@ def fit(
             opt.step()
             total += value.item()
         result.losses.append(total / len(batches))
+        if not math.isfinite(result.losses[-1]):
+            raise RnnembedError(
+                f"the loss became {result.losses[-1]} in epoch {len(result.losses)}; check the "
+                "inputs for NaN or infinity, or lower lr"
+            )
         if len(result.losses) > 1 and abs(result.losses[-2] - result.losses[-1]) < tol:
             result.converged = True
             break
