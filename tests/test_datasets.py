@@ -1,4 +1,5 @@
 import hashlib
+from dataclasses import replace
 
 import pytest
 
@@ -22,11 +23,16 @@ def test_every_dataset_file_has_a_url_and_a_sha256():
             assert len(spec.sha256) == 64 and int(spec.sha256, 16) >= 0
 
 
-def test_lookup_prefers_data_dir_then_cache(dirs):
+def test_lookup_prefers_data_dir_then_cache(dirs, monkeypatch):
     data, cache = dirs
     assert ds.find_dataset("ptb", "valid") is None
     (cache / "ptb").mkdir(parents=True)
     (cache / "ptb" / "ptb.valid.txt").write_text("cached\n")
+    with pytest.raises(RnnembedError, match="sha256 differs.*delete it to download it again"):
+        ds.find_dataset("ptb", "valid")  # put there by hand, cut short: not trusted
+    spec = ds.DATASETS["ptb"].files["valid"]
+    known = replace(spec, sha256=hashlib.sha256(b"cached\n").hexdigest())
+    monkeypatch.setitem(ds.DATASETS["ptb"].files, "valid", known)
     assert ds.find_dataset("ptb", "valid") == cache / "ptb" / "ptb.valid.txt"
     (data / "ptb").mkdir(parents=True)
     (data / "ptb" / "ptb.valid.txt").write_text("shared\n")
@@ -36,6 +42,9 @@ def test_lookup_prefers_data_dir_then_cache(dirs):
 def test_missing_without_download_says_what_to_do(dirs):
     with pytest.raises(RnnembedError, match="RNNEMBED_DATA_DIR"):
         ds.dataset_path("wikitext-2", "test", download=False)
+    dirs[1].write_text("a file where the cache folder goes")
+    with pytest.raises(RnnembedError, match=r"cannot write the download cache.*RNNEMBED_DATA_DIR/"):
+        ds.dataset_path("wikitext-2", "test")  # before any connection is tried
     with pytest.raises(RnnembedError, match="unknown dataset"):
         ds.find_dataset("imagenet")
     with pytest.raises(RnnembedError, match="no split"):

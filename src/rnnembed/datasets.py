@@ -13,7 +13,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from rnnembed.atomic import atomic_path
+from rnnembed.atomic import atomic_path, check_writable
 from rnnembed.errors import RnnembedError
 
 
@@ -122,12 +122,30 @@ def _spec(name: str, split: str) -> RemoteFile:
 
 
 def find_dataset(name: str, split: str = "train") -> Path | None:
-    """The local path of a dataset file (data dir, then cache), or None; never downloads."""
+    """The local path of a dataset file (data dir, then cache), or None; never downloads.
+    A file in the data dir is the user's own copy and is taken as it is; one in the cache must
+    match its sha256 (a download is kept only if it does, but a file can be put there by hand)."""
     spec = _spec(name, split)
-    for root in (data_dir(), cache_dir()):
-        if root is not None and (root / name / spec.name).is_file():
-            return root / name / spec.name
-    return None
+    own = data_dir()
+    if own is not None and (own / name / spec.name).is_file():
+        return own / name / spec.name
+    cached = cache_dir() / name / spec.name
+    if not cached.is_file():
+        return None
+    if _sha256(cached) != spec.sha256:
+        raise RnnembedError(
+            f"{cached} is not the {name} file rnnembed knows (its sha256 differs: damaged or cut "
+            f"short); delete it to download it again, or put the right file there"
+        )
+    return cached
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def dataset_path(name: str, split: str = "train", *, download: bool = True) -> Path:
@@ -142,12 +160,20 @@ def dataset_path(name: str, split: str = "train", *, download: bool = True) -> P
             f"holding {name}/{spec.name}, or allow a download from {spec.url}"
         )
     target = cache_dir() / name / spec.name
+    try:
+        check_writable(target)
+    except RnnembedError:
+        raise RnnembedError(
+            f"cannot write the download cache {target.parent}; set RNNEMBED_CACHE_DIR to a folder "
+            f"you can write, or put the file at $RNNEMBED_DATA_DIR/{name}/{spec.name}"
+        ) from None
     download_file(spec.url, target, spec.sha256)
     return target
 
 
 def download_file(url: str, target: Path, sha256: str, progress: bool = True) -> None:
     """Fetch ``url`` into ``target`` with a progress bar; keep it only if its sha256 matches."""
+    from rich.console import Console
     from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
     digest = hashlib.sha256()
@@ -160,6 +186,7 @@ def download_file(url: str, target: Path, sha256: str, progress: bool = True) ->
                 *Progress.get_default_columns(),
                 DownloadColumn(),
                 TransferSpeedColumn(),
+                console=Console(stderr=True),  # stdout is for results (JSON)
                 transient=True,
                 disable=not progress,
             ) as bar,
@@ -179,5 +206,5 @@ def download_file(url: str, target: Path, sha256: str, progress: bool = True) ->
     except OSError as exc:
         raise RnnembedError(
             f"could not download {url} ({exc}); check your connection, or put the file at "
-            f"{target} (or under $RNNEMBED_DATA_DIR)"
+            f"{target} (or at $RNNEMBED_DATA_DIR/{target.parent.name}/{target.name})"
         ) from None
