@@ -1,4 +1,5 @@
 import hashlib
+import json
 from dataclasses import replace
 
 import pytest
@@ -64,3 +65,19 @@ def test_download_keeps_only_a_verified_file(tmp_path):
     with pytest.raises(RnnembedError, match="could not download"):
         ds.download_file((tmp_path / "absent").as_uri(), target, good, progress=False)
     assert target.read_bytes() == source.read_bytes()
+
+
+def test_the_listing_marks_a_damaged_cached_file_and_shows_the_rest(dirs, capsys):
+    from rnnembed.cli import main
+
+    (dirs[1] / "ptb").mkdir(parents=True)
+    (dirs[1] / "ptb" / "ptb.valid.txt").write_text("cut short\n")
+    with pytest.raises(SystemExit) as done:
+        main(["datasets", "--json"])
+    rows = json.loads(capsys.readouterr().out)["datasets"]
+    assert done.value.code in (0, None) and len(rows) == 7
+    local = {(row["dataset"], row["split"]): row["local"] for row in rows}
+    assert (
+        local["ptb", "valid"].startswith("refused: ") and "sha256 differs" in local["ptb", "valid"]
+    )
+    assert local["ptb", "train"] == ""

@@ -213,3 +213,27 @@ def test_simple_rnn_starts_its_state_where_its_weights_are():
     model = SimpleRNN(2, 3, 2).to("meta")  # as on a GPU: h0 follows the weights
     ys, hs = model.run(torch.randn(2, 4, 2, device="meta"))
     assert ys.device.type == hs.device.type == "meta" and hs.shape == (2, 4, 3)
+
+
+def test_targets_in_every_form_the_losses_take():
+    torch.manual_seed(0)
+    model, x = FeedForward(5, 7, 4).double(), torch.randn(2, 3, 5, dtype=torch.float64)
+    output = model(x)  # (batch, time, classes)
+    labels = torch.randint(0, 4, (2, 3), dtype=torch.int32)
+    expected = torch.nn.functional.cross_entropy(output.reshape(-1, 4), labels.reshape(-1).long())
+    assert torch.allclose(loss_value("cross_entropy", output, labels), expected)
+    probs = torch.softmax(torch.randn(2, 3, 4, dtype=torch.float64), -1)  # soft targets
+    value = loss_value("cross_entropy", output, probs)
+    value.backward()
+    manual = manual_backward(model, x, probs, "cross_entropy")
+    for name, param in model.named_parameters():
+        assert torch.allclose(manual[name], param.grad, atol=1e-10), name
+    regression = FeedForward(5, 7, 1).double()
+    flat = torch.randn(6, dtype=torch.float64)  # one target per output, in any shape
+    grads = manual_backward(regression, x.reshape(6, 5), flat)
+    assert torch.allclose(
+        grads["layer2.bias"],
+        manual_backward(regression, x.reshape(6, 5), flat[:, None])["layer2.bias"],
+    )
+    with pytest.raises(RnnembedError, match="one class index"):
+        loss_value("cross_entropy", output, labels.bool())

@@ -174,12 +174,18 @@ def datasets(as_json: AsJson = False) -> None:
     """List the named public datasets and where each file is found locally."""
     from rnnembed.datasets import DATASETS, find_dataset
 
+    def local(name: str, split: str) -> str:
+        try:
+            return str(find_dataset(name, split) or "")
+        except RnnembedError as exc:  # one damaged file: listed as such, the others still shown
+            return f"refused: {exc}"
+
     rows = [
         {
             "dataset": name,
             "split": split,
             "file": spec.name,
-            "local": str(find_dataset(name, split) or ""),
+            "local": local(name, split),
             "url": spec.url,
         }
         for name, ds in DATASETS.items()

@@ -167,18 +167,22 @@ class SimpleRNN(nn.Module):
 
 
 def loss_value(loss: LossName, output: Tensor, target: Tensor) -> Tensor:
-    """Λ for ``l2``: mean of (y − t)² over all elements; ``cross_entropy``: mean over the batch
-    of −log softmax(y)[t], with t a class index."""
+    """Λ for ``l2``: mean of (y − t)² over all elements; ``cross_entropy``: mean over the rows
+    of −log softmax(y)[t], with t a class index (or −Σ p·log softmax(y) for class
+    probabilities p); the classes are on the last axis."""
     check_target(loss, output, target)
     if loss == "l2":
         return F.mse_loss(output, target)
-    return F.cross_entropy(output, target)
+    classes = output.shape[-1]
+    rows = target.reshape(-1, classes) if target.is_floating_point() else target.reshape(-1)
+    return F.cross_entropy(output.reshape(-1, classes), rows.long() if rows.dim() == 1 else rows)
 
 
 def check_target(loss: LossName, output: Tensor, target: Tensor) -> None:
     """RnnembedError unless ``target`` fits ``output`` under ``loss``: for l2 the same shape
     (broadcasting (B, 1) against (B,) would compare every output with every target), for
-    cross-entropy one class index in [0, classes) per row of a non-empty batch."""
+    cross-entropy one class index in [0, classes) per row, or class probabilities of the
+    output's shape; the batch not empty."""
     if loss not in ("l2", "cross_entropy"):
         raise RnnembedError(f"unknown loss {loss!r}; choose 'l2' or 'cross_entropy'")
     if output.numel() == 0:
@@ -190,10 +194,16 @@ def check_target(loss: LossName, output: Tensor, target: Tensor) -> None:
         )
     if loss == "cross_entropy":
         classes = output.shape[-1]
-        if target.shape != output.shape[:-1] or target.is_floating_point():
+        if target.is_floating_point() and target.shape == output.shape:
+            return  # class probabilities
+        integer = not (
+            target.is_floating_point() or target.is_complex() or target.dtype == torch.bool
+        )
+        if target.shape != output.shape[:-1] or not integer:
             raise RnnembedError(
                 f"a cross_entropy target is one class index (an integer) per row, of shape "
-                f"{tuple(output.shape[:-1])}, not {target.dtype} of shape {tuple(target.shape)}"
+                f"{tuple(output.shape[:-1])}, or class probabilities of the output's shape, not "
+                f"{target.dtype} of shape {tuple(target.shape)}"
             )
         if target.min() < 0 or target.max() >= classes:
             raise RnnembedError(
@@ -215,7 +225,8 @@ def manual_backward(
     """Backpropagation through a :class:`FeedForward` written out by hand, no autograd.
 
     Forward: z₁ = W₁x + b₁, h₁ = GELU(z₁), z₂ = W₂h₁ + b₂, y = GELU(z₂), Λ = loss(y, t).
-      1. ∂Λ/∂y: 2(y − t)/N for l2 (N elements); (softmax(y) − onehot(t))/B for cross-entropy.
+      1. ∂Λ/∂y: 2(y − t)/N for l2 (N elements); (softmax(y) − onehot(t))/B for cross-entropy
+         (class probabilities p in place of onehot(t)).
       2. ∂Λ/∂z₂ = ∂Λ/∂y ⊙ GELU′(z₂).
       3. ∂Λ/∂W₂ = (∂Λ/∂z₂)ᵀ h₁ and ∂Λ/∂b₂ = Σ_batch ∂Λ/∂z₂.
       4. ∂Λ/∂h₁ = ∂Λ/∂z₂ W₂.
@@ -236,11 +247,14 @@ def manual_backward(
         h1 = gelu(z1)
         z2 = h1 @ w2.T + b2
         y = gelu(z2)
-        check_target(loss, y.reshape(*x.shape[:-1], -1), target)
-        if loss == "l2":
+        if loss == "l2" and target.numel() == y.numel():  # any shape holding one per output
             dy = 2.0 * (y - target.reshape(y.shape)) / y.numel()
         else:
-            onehot = F.one_hot(target.reshape(-1), y.shape[-1]).to(y.dtype)
+            check_target(loss, y.reshape(*x.shape[:-1], -1), target)
+            if target.is_floating_point():  # class probabilities
+                onehot = target.reshape(y.shape).to(y.dtype)
+            else:
+                onehot = F.one_hot(target.reshape(-1).long(), y.shape[-1]).to(y.dtype)
             dy = (torch.softmax(y, dim=-1) - onehot) / y.shape[0]
         dz2 = dy * _gelu_derivative(z2)
         dh1 = dz2 @ w2
