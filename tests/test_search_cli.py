@@ -3,6 +3,7 @@ import os
 import re
 import shutil
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,6 +96,18 @@ def test_indexing_again_adds_nothing_and_prune_drops_what_the_files_no_longer_ho
     assert search(capsys, model, where[1], "zeppelin", "--mode", "bm25", *where[2:]) == []
     hits = search(capsys, model, where[1], "walruses", "--mode", "bm25", *where[2:])
     assert [h["text"] for h in hits] == ["A new first line about walruses."]
+
+
+def test_prune_works_on_the_current_folder(capsys, model, corpus, tmp_path, monkeypatch):
+    shutil.copytree(corpus / "notes", tmp_path / "here")
+    (tmp_path / "here" / "kept.txt").write_text("A line that stays.\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path / "here")  # its files are recorded as "b.md:1", no "./" prefix
+    where = ["--db", str(tmp_path / "here.db"), "--json"]
+    code, out, err = run(capsys, "index", model, ".", *where)
+    assert code == 0 and json.loads(out)["rows"] == 4, err
+    Path("b.md").unlink()
+    code, out, _ = run(capsys, "index", model, ".", *where, "--prune")
+    assert code == 0 and (json.loads(out)["removed"], json.loads(out)["rows"]) == (3, 1)
 
 
 def test_index_prints_a_readable_summary(capsys, model, corpus, db):

@@ -461,8 +461,10 @@ class VectorStore:
     def sources_in(self, path: str) -> dict[str, str]:
         """``{id: source}`` of the rows whose source lies in ``path``: the file itself (``path``
         or ``path:line``) or, for a folder, any file under it (``path/...``)."""
-        # LIKE treats % and _ as wildcards, so it only narrows; the exact test is ours.
-        expression = f"source like {json.dumps(path + '%', ensure_ascii=False)}"
+        # LIKE treats % and _ as wildcards, so it only narrows; the exact test is ours. The
+        # files of the folder "." are recorded as "a.txt", "sub/b.txt": no common prefix.
+        prefix = "" if path == "." else path
+        expression = f"source like {json.dumps(prefix + '%', ensure_ascii=False)}"
         found: dict[str, str] = {}
         with _milvus("look up sources"):
             rows = self.client.query_iterator(
@@ -666,6 +668,8 @@ def _lies_in(source: str, path: str) -> bool:
     """Whether ``source`` ("file:line" or "file") is the file ``path``, a line of it, or a
     place in a file under the folder ``path``."""
     file = source_file(source)
+    if path == ".":  # the current folder: any relative path that does not leave it
+        return not os.path.isabs(file) and file != ".." and not file.startswith(".." + os.sep)
     return file == path or file.startswith(path.rstrip(os.sep) + os.sep)
 
 
