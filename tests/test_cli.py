@@ -1,5 +1,6 @@
 import json
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -32,6 +33,43 @@ def test_tokenize_writes_a_tokenizer_and_reports(tmp_path, capsys):
     summary = json.loads(out)
     assert summary["vocab_size"] == 7 and summary["tokens"] == 8
     assert out_path.is_file()
+
+
+def test_a_tokenizer_file_serves_training_and_the_ngram(tmp_path, capsys, small_corpus):
+    train = str(small_corpus[0])
+    tok = str(tmp_path / "tok.json")
+    assert run(capsys, "tokenize", train, "--kind", "word", "--out", tok)[0] in (0, None)
+    model = tmp_path / "m"
+    code, _, err = run(
+        capsys, "train", train, "--out", str(model), "--tokenizer", tok, "--epochs", "0.05",
+        "--hidden", "32", "--device", "cpu", "--quiet",
+    )  # fmt: skip
+    assert code in (0, None), err
+    assert (model / "tokenizer.json").read_text() == Path(tok).read_text()  # not retrained
+    for spec in (tok, str(model)):  # a tokenizer file, or a model folder's
+        code, out, _ = run(
+            capsys, "eval", train, train, "--ngram", "2", "--tokenizer", spec, "--json"
+        )
+        assert code in (0, None) and json.loads(out)["tokens"] > 0
+    for argv, said in [
+        (("eval", str(model), train, "--tokenizer", "char"), "--tokenizer applies with --ngram"),
+        (("eval", train, train, "--ngram", "0"), "n-gram order must be 1 to 5, not 0"),
+        (
+            (
+                "train",
+                train,
+                "--out",
+                str(tmp_path / "m2"),
+                "--tokenizer",
+                tok,
+                "--vocab-size",
+                "500",
+            ),
+            "caps a tokenizer trained here",
+        ),
+    ]:
+        code, _, err = run(capsys, *argv)
+        assert code == 1 and said in err and "Traceback" not in err
 
 
 def test_user_errors_print_a_message_not_a_traceback(tmp_path, capsys):

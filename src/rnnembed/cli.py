@@ -209,7 +209,12 @@ def train(
         list[Path] | None,
         typer.Option(help="Validation file(s); default: the corpus's last 5% (≤200k tokens)."),
     ] = None,
-    tokenizer: Annotated[str, typer.Option(help="word, char or bpe.")] = "bpe",
+    tokenizer: Annotated[
+        str,
+        typer.Option(
+            help="bpe, char, word, a tokenizer .json (rnnembed tokenize) or a model folder."
+        ),
+    ] = "bpe",
     vocab_size: Annotated[int | None, typer.Option(help="Tokenizer vocabulary cap.")] = None,
     cell: Annotated[str, typer.Option(help="lstm, gru or elman.")] = "lstm",
     layers: Annotated[int, typer.Option(help="Recurrent layers (0: pick for the budget).")] = 0,
@@ -295,14 +300,15 @@ def evaluate_lm(
     ],
     files: Annotated[list[Path], typer.Argument(help="Text files to score.")],
     ngram: Annotated[
-        int, typer.Option(help="Score a Kneser-Ney n-gram of this order instead.")
-    ] = 0,
+        int | None, typer.Option(help="Score a Kneser-Ney n-gram of this order (1 to 5) instead.")
+    ] = None,
     tokenizer: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="With --ngram: word, char, bpe, or a model folder to share its tokenizer."
+            help="With --ngram: word (the default), char, bpe, a tokenizer .json or a model "
+            "folder to share its tokenizer."
         ),
-    ] = "word",
+    ] = None,
     device: Device = "auto",
     encoding: Encoding = "utf-8",
     field: Field = "text",
@@ -313,12 +319,16 @@ def evaluate_lm(
     from rnnembed.corpus import iter_texts
 
     read = {"encoding": encoding, "field": field, "column": column}
-    if ngram:
+    if ngram is not None:
         from rnnembed.ngram import ngram_evaluation
 
         result = ngram_evaluation(
-            [model], files, order=ngram, tokenizer=tokenizer, **read
+            [model], files, order=ngram, tokenizer=tokenizer or "word", **read
         ).to_dict()
+    elif tokenizer is not None:
+        raise RnnembedError(
+            "--tokenizer applies with --ngram; a model folder is scored with its own tokenizer"
+        )
     else:
         from rnnembed.language_model import LanguageModel
 

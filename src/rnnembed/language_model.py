@@ -28,7 +28,7 @@ from rnnembed.errors import RnnembedError
 from rnnembed.generation import sample
 from rnnembed.model import ModelConfig, RecurrentLM, State, stream_loss
 from rnnembed.perplexity import Evaluation
-from rnnembed.tokenizer import Tokenizer, check_text, check_texts
+from rnnembed.tokenizer import Tokenizer, check_text, check_texts, tokenizer_for
 from rnnembed.training import (
     CHECKPOINT,
     METRICS,
@@ -166,8 +166,9 @@ class LanguageModel:
                     "give minutes or epochs, not both (--minutes or --epochs): the schedule "
                     "follows one budget"
                 )
-            texts = iter_texts(corpus, **read)
-            tok = Tokenizer.train(texts, kind=tokenizer or "bpe", vocab_size=vocab_size)
+            tok = tokenizer_for(
+                tokenizer or "bpe", lambda: iter_texts(corpus, **read), vocab_size=vocab_size
+            )
         train_ids = torch.from_numpy(tok.encode_stream(iter_texts(corpus, **read))[0])
         if valid:
             valid_ids = torch.from_numpy(tok.encode_stream(iter_texts(valid, **read))[0])

@@ -212,16 +212,14 @@ def ngram_evaluation(
 ) -> Evaluation:
     """Train a Kneser-Ney model of ``order`` on the ``train`` files and score ``files``.
 
-    ``tokenizer`` is a kind (word, char, bpe), trained on the same files, or a model folder
-    whose tokenizer is shared, so the n-gram and the network see the same tokens.
+    ``tokenizer`` is a kind (word, char, bpe), trained on the same files, a model folder whose
+    tokenizer is shared, so the n-gram and the network see the same tokens, or a tokenizer
+    file (:func:`rnnembed.tokenizer.tokenizer_for`).
     """
     from rnnembed.corpus import iter_texts
-    from rnnembed.tokenizer import Tokenizer
+    from rnnembed.tokenizer import tokenizer_for
 
-    if Path(tokenizer).is_dir():
-        tok = Tokenizer.load(Path(tokenizer) / "tokenizer.json")
-    else:
-        tok = Tokenizer.train(iter_texts(train, **read), kind=tokenizer)
+    tok = tokenizer_for(tokenizer, lambda: iter_texts(train, **read))
     train_ids, _ = tok.encode_stream(iter_texts(train, **read))
     ids, chars = tok.encode_stream(iter_texts(files, **read))
     model = KneserNeyLM.train(train_ids, tok.vocab_size, tok.eos_id, order=order)

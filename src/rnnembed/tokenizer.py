@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import operator
 from collections import Counter
-from collections.abc import Iterable, Iterator, KeysView, Set
+from collections.abc import Callable, Iterable, Iterator, KeysView, Set
 from itertools import chain, islice
 from pathlib import Path
 from typing import Literal
@@ -302,6 +302,23 @@ class Tokenizer:
 
 
 _BYTE_VALUE = {token: b for b, token in enumerate(BYTE_TOKENS)}
+
+
+def tokenizer_for(
+    spec: str, texts: Callable[[], Iterable[str]], vocab_size: int | None = None
+) -> Tokenizer:
+    """``spec`` as a tokenizer: a model folder's (its tokenizer.json), a tokenizer file that
+    `rnnembed tokenize` wrote (.json), or a kind (char, word, bpe) trained on ``texts()``,
+    capped at ``vocab_size`` (which a tokenizer read from a file already has)."""
+    path = Path(spec)
+    if path.is_dir() or path.suffix.lower() == ".json":
+        if vocab_size:
+            raise RnnembedError(
+                f"vocab_size (--vocab-size) caps a tokenizer trained here; {spec} is one made "
+                "already: leave it out"
+            )
+        return Tokenizer.load(path / "tokenizer.json" if path.is_dir() else path)
+    return Tokenizer.train(texts(), kind=spec, vocab_size=vocab_size)
 
 
 def check_texts(texts: Iterable[str], name: str = "text", ordered: bool = True) -> list[str]:
