@@ -67,6 +67,12 @@ def test_sentences_keep_their_paragraphs_source(notes):
         ('He said "Stop." Then left.', ['He said "Stop."', "Then left."]),
         ("wrapped\nline. And more", ["wrapped line.", "And more"]),
         ("no end", ["no end"]),
+        ("He said no. She said yes.", ["He said no.", "She said yes."]),
+        ("See No. 5 here. Then go.", ["See No. 5 here.", "Then go."]),
+        ("So do I. Then we left.", ["So do I.", "Then we left."]),
+        ("好的．走吧", ["好的．", "走吧"]),  # the full-width stop of older Chinese texts
+        ("你好?我很好!谢谢。", ["你好?", "我很好!", "谢谢。"]),
+        ("今天天气\n很好。", ["今天天气很好。"]),  # a wrapped Chinese line joins without a space
     ],
 )
 def test_sentence_splitting_is_sane_about_abbreviations_and_numbers(text, expected):

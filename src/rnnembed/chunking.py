@@ -15,9 +15,15 @@ from rnnembed.errors import RnnembedError
 
 CHUNKS = ("lines", "paragraphs", "sentences")
 
-# A sentence ends at . ! ? (then closing quotes or brackets, then space) or at 。！？ (then
-# closing quotes or brackets); whether a Latin candidate really ends one is decided below.
-_END = re.compile(r"[.!?]+[\"'”’)\]]*\s+|[。！？]+[”’」』）)\]]*\s*")
+# A sentence ends at . ! ? (then closing quotes or brackets, then space, or ! ? then a CJK
+# character) or at 。！？． (then closing quotes or brackets); whether a Latin candidate really
+# ends one is decided below.
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af"  # kana, Han, Hangul
+_CJK_ENDS = "。！？．"
+_END = re.compile(
+    rf"[.!?]+[\"'”’)\]]*\s+|[!?]+[\"'”’)\]]*(?=[{_CJK}])|[{_CJK_ENDS}]+[”’」』）)\]]*\s*"
+)
+_CJK_LINE_BREAK = re.compile(rf"(?<=[{_CJK}。，、；：！？．”’」』）])\s*\n\s*(?=[{_CJK}“‘「『（])")
 _LAST_WORD = re.compile(r"(\S+)$")
 _BLANK_LINES = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 _LINE_BREAK = re.compile(r"\s*\n\s*")
@@ -43,7 +49,8 @@ def read_chunks(
     - ``paragraphs``: runs of non-blank lines joined with "\\n" (a record of a .jsonl/.csv/.tsv
       file is split at its blank lines), each with the source of its first line;
     - ``sentences``: paragraphs split after . ! ? (not after common abbreviations, initials, or
-      before a lowercase word) and after 。！？, line breaks inside a sentence made spaces.
+      before a lowercase word) and after 。！？．, line breaks inside a sentence made spaces
+      (between CJK characters, removed).
     """
     if chunk not in CHUNKS:
         raise RnnembedError(f"unknown chunk {chunk!r}; choose one of {', '.join(CHUNKS)}")
@@ -69,11 +76,12 @@ def split_sentences(text: str) -> list[str]:
             sentences.append(text[start : match.end()])
             start = match.end()
     sentences.append(text[start:])
-    return [s for s in (_LINE_BREAK.sub(" ", s.strip()) for s in sentences) if s]
+    joined = (_LINE_BREAK.sub(" ", _CJK_LINE_BREAK.sub("", s.strip())) for s in sentences)
+    return [s for s in joined if s]  # a line break between CJK characters joins without space
 
 
 def _ends_sentence(text: str, start: int, match: re.Match) -> bool:
-    if match.group()[0] in "。！？" or match.end() == len(text):
+    if match.group()[0] in _CJK_ENDS or match.end() == len(text):
         return True
     if text[match.end()].islower():
         return False
@@ -83,7 +91,9 @@ def _ends_sentence(text: str, start: int, match: re.Match) -> bool:
     if word is None:
         return True
     word = word.group().lstrip("\"'“‘([").lower()
-    is_initial = len(word) == 1 and word.isalpha()
+    if word in ("no", "nos"):  # "No. 5", but "he said no. She ..."
+        return not text[match.end()].isdigit()
+    is_initial = len(word) == 1 and word.isalpha() and word != "i"  # "So do I. Then ..."
     return not (is_initial or word in ABBREVIATIONS)
 
 

@@ -421,8 +421,10 @@ class VectorStore:
         cut = sum(len(a) != len(b) for a, b in zip(stored, texts, strict=True))
         if cut:
             log.warning(
-                "%d text(s) longer than %d UTF-8 bytes stored cut to that length (their "
-                "vectors cover the whole text); a finer --chunk avoids this",
+                "%d text(s) longer than %d UTF-8 bytes stored cut to that length: their "
+                "vectors cover the whole text, but BM25 and the hits' text only the stored "
+                "part; split such texts before adding them (index: --chunk paragraphs or "
+                "sentences, or break the long lines)",
                 cut,
                 MAX_TEXT_BYTES,
             )
