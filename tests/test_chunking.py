@@ -69,7 +69,8 @@ def test_sentences_keep_their_paragraphs_source(notes):
         ("no end", ["no end"]),
         ("He said no. She said yes.", ["He said no.", "She said yes."]),
         ("See No. 5 here. Then go.", ["See No. 5 here.", "Then go."]),
-        ("So do I. Then we left.", ["So do I.", "Then we left."]),
+        ("价格是３．５元。好", ["价格是３．５元。", "好"]),  # ． between digits: a number
+        ("오늘은 날씨가\n좋습니다.", ["오늘은 날씨가 좋습니다."]),  # Hangul keeps its spaces
         ("好的．走吧", ["好的．", "走吧"]),  # the full-width stop of older Chinese texts
         ("你好?我很好!谢谢。", ["你好?", "我很好!", "谢谢。"]),
         ("今天天气\n很好。", ["今天天气很好。"]),  # a wrapped Chinese line joins without a space

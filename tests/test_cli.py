@@ -46,6 +46,11 @@ def test_a_tokenizer_file_serves_training_and_the_ngram(tmp_path, capsys, small_
     )  # fmt: skip
     assert code in (0, None), err
     assert (model / "tokenizer.json").read_text() == Path(tok).read_text()  # not retrained
+    code, _, err = run(
+        capsys, "train", train, "--out", str(model), "--tokenizer", tok, "--epochs", "0.05",
+        "--hidden", "32", "--device", "cpu", "--quiet", "--resume",
+    )  # fmt: skip
+    assert code in (0, None), err  # the run's own command: the same tokenizer, no change
     for spec in (tok, str(model)):  # a tokenizer file, or a model folder's
         code, out, _ = run(
             capsys, "eval", train, train, "--ngram", "2", "--tokenizer", spec, "--json"

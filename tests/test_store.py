@@ -342,6 +342,18 @@ def test_databases_that_cannot_be_opened(lm, tmp_path):
         VectorStore(tmp_path / "x.db", model=lm, analyzer="klingon")
 
 
+def test_the_current_folder_claims_its_own_files_not_other_labels(tmp_path, monkeypatch):
+    from rnnembed.store import _lies_in
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.txt").write_text("x")
+    for source in ("a.txt:1", "gone.md:3", "sub/b.txt:2", "sub/gone.txt:1"):
+        assert _lies_in(source, "."), source  # here, or a file here since deleted
+    for source in ("faq-12", "https://example.com/page", "docs/a.txt:1", "../x.txt:1", "/a.txt"):
+        assert not _lies_in(source, "."), source  # a label, or a file indexed from elsewhere
+
+
 def test_a_new_collection_needs_milvus_rule_for_names_an_existing_one_opens(
     lm, tmp_path, monkeypatch
 ):

@@ -165,3 +165,11 @@ def test_decode_refuses_what_is_not_an_id(kind):
         tok.id_to_token(-1)
     with pytest.raises(RnnembedError, match="token ids come as a list of ints, not str"):
         tok.decode("the cat")
+
+
+def test_a_kind_is_not_hidden_by_a_folder_of_its_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bpe").mkdir()  # e.g. a folder of BPE notes beside the corpus
+    assert tokenizer.tokenizer_for("bpe", lambda: ["plain text here"] * 5, 300).kind == "bpe"
+    Tokenizer.train(["plain text"], kind="word").save(tmp_path / "tok.json")
+    assert tokenizer.tokenizer_for("tok.json", lambda: []).kind == "word"

@@ -18,7 +18,7 @@ CHUNKS = ("lines", "paragraphs", "sentences")
 # A sentence ends at . ! ? (then closing quotes or brackets, then space, or ! ? then a CJK
 # character) or at 。！？． (then closing quotes or brackets); whether a Latin candidate really
 # ends one is decided below.
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af"  # kana, Han, Hangul
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff"  # kana and Han (Hangul is spaced)
 _CJK_ENDS = "。！？．"
 _END = re.compile(
     rf"[.!?]+[\"'”’)\]]*\s+|[!?]+[\"'”’)\]]*(?=[{_CJK}])|[{_CJK_ENDS}]+[”’」』）)\]]*\s*"
@@ -81,6 +81,8 @@ def split_sentences(text: str) -> list[str]:
 
 
 def _ends_sentence(text: str, start: int, match: re.Match) -> bool:
+    if match.group() == "．" and text[match.start() - 1 : match.start()].isdigit():
+        return not text[match.end() : match.end() + 1].isdigit()  # ３．５ is a number
     if match.group()[0] in _CJK_ENDS or match.end() == len(text):
         return True
     if text[match.end()].islower():
@@ -93,7 +95,7 @@ def _ends_sentence(text: str, start: int, match: re.Match) -> bool:
     word = word.group().lstrip("\"'“‘([").lower()
     if word in ("no", "nos"):  # "No. 5", but "he said no. She ..."
         return not text[match.end()].isdigit()
-    is_initial = len(word) == 1 and word.isalpha() and word != "i"  # "So do I. Then ..."
+    is_initial = len(word) == 1 and word.isalpha()
     return not (is_initial or word in ABBREVIATIONS)
 
 

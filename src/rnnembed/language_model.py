@@ -28,7 +28,13 @@ from rnnembed.errors import RnnembedError
 from rnnembed.generation import sample
 from rnnembed.model import ModelConfig, RecurrentLM, State, stream_loss
 from rnnembed.perplexity import Evaluation
-from rnnembed.tokenizer import Tokenizer, check_text, check_texts, tokenizer_for
+from rnnembed.tokenizer import (
+    Tokenizer,
+    check_text,
+    check_texts,
+    tokenizer_file,
+    tokenizer_for,
+)
 from rnnembed.training import (
     CHECKPOINT,
     METRICS,
@@ -147,6 +153,14 @@ class LanguageModel:
                     ) from None
             config.check()  # as a new run's: make_optimizer and use_bf16 trust the config
             tok = Tokenizer.load(out / TOKENIZER)
+            made_with = tokenizer_file(tokenizer) if tokenizer else None
+            if made_with is not None:  # the file the run started from: no change
+                if Tokenizer.load(made_with).to_dict() != tok.to_dict():
+                    raise RnnembedError(
+                        f"{out}: --tokenizer {tokenizer} is not the tokenizer this run started "
+                        "with; drop it to resume with the run's own"
+                    )
+                tokenizer = None
             given = {
                 **options,
                 **({"tokenizer": tokenizer} if tokenizer else {}),

@@ -47,7 +47,7 @@ from pymilvus import (
 from pymilvus.milvus_client.index import IndexParam
 
 from rnnembed.config import check_model, is_whole
-from rnnembed.corpus import source_file
+from rnnembed.corpus import CORPUS_SUFFIXES, source_file
 from rnnembed.errors import RnnembedError
 from rnnembed.tokenizer import check_texts, check_unicode
 
@@ -670,9 +670,22 @@ def _lies_in(source: str, path: str) -> bool:
     """Whether ``source`` ("file:line" or "file") is the file ``path``, a line of it, or a
     place in a file under the folder ``path``."""
     file = source_file(source)
-    if path == ".":  # the current folder: any relative path that does not leave it
-        return not os.path.isabs(file) and file != ".." and not file.startswith(".." + os.sep)
+    if path == ".":  # its files are recorded bare ("a.txt", "sub/b.txt"), as other labels are
+        return _here(file)
     return file == path or file.startswith(path.rstrip(os.sep) + os.sep)
+
+
+def _here(file: str) -> bool:
+    """Whether ``file`` can be a file of the current folder: a relative path whose first
+    folder is here, or a bare name with a corpus suffix (a file since deleted). Rows indexed
+    from elsewhere ("docs/a.txt" seen from "src") and labels such as "faq-12" or a URL are
+    not, so ``index . --prune`` leaves them."""
+    parts = Path(file).parts
+    if not parts or Path(file).is_absolute() or parts[0] == "..":
+        return False
+    if len(parts) == 1:
+        return Path(file).exists() or Path(file).suffix.lower() in CORPUS_SUFFIXES
+    return Path(parts[0]).is_dir()
 
 
 def _hit(raw: dict, score: float) -> Hit:

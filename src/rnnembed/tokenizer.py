@@ -307,18 +307,29 @@ _BYTE_VALUE = {token: b for b, token in enumerate(BYTE_TOKENS)}
 def tokenizer_for(
     spec: str, texts: Callable[[], Iterable[str]], vocab_size: int | None = None
 ) -> Tokenizer:
-    """``spec`` as a tokenizer: a model folder's (its tokenizer.json), a tokenizer file that
-    `rnnembed tokenize` wrote (.json), or a kind (char, word, bpe) trained on ``texts()``,
-    capped at ``vocab_size`` (which a tokenizer read from a file already has)."""
+    """``spec`` as a tokenizer: a kind (char, word, bpe) trained on ``texts()``, capped at
+    ``vocab_size``, or one made already (:func:`tokenizer_file`), which has its own size."""
+    file = tokenizer_file(spec)
+    if file is None:
+        return Tokenizer.train(texts(), kind=spec, vocab_size=vocab_size)
+    if vocab_size:
+        raise RnnembedError(
+            f"vocab_size (--vocab-size) caps a tokenizer trained here; {spec} is one made "
+            "already: leave it out"
+        )
+    return Tokenizer.load(file)
+
+
+def tokenizer_file(spec: str) -> Path | None:
+    """The file of a tokenizer ``spec`` names, or None for a kind (char, word, bpe, which a
+    folder of that name does not hide): a model folder's tokenizer.json, or a tokenizer file
+    that `rnnembed tokenize` wrote (.json)."""
+    if spec in KINDS:
+        return None
     path = Path(spec)
     if path.is_dir() or path.suffix.lower() == ".json":
-        if vocab_size:
-            raise RnnembedError(
-                f"vocab_size (--vocab-size) caps a tokenizer trained here; {spec} is one made "
-                "already: leave it out"
-            )
-        return Tokenizer.load(path / "tokenizer.json" if path.is_dir() else path)
-    return Tokenizer.train(texts(), kind=spec, vocab_size=vocab_size)
+        return path / "tokenizer.json" if path.is_dir() else path
+    return None
 
 
 def check_texts(texts: Iterable[str], name: str = "text", ordered: bool = True) -> list[str]:
