@@ -523,69 +523,39 @@ def run_cli(capsys, *argv):
 
 def test_cli_evaluates_a_model_a_baseline_and_bag_of_words(tmp_path, lm, small_corpus, capsys):
     lm.save(tmp_path / "model")
+    model = str(tmp_path / "model")
     file = write(tmp_path / "pairs.tsv", [f"{a}\t{b}\t{g}" for a, b, g in STS_PAIRS])
-    code, out, _ = run_cli(
-        capsys,
-        "evaluate",
-        str(tmp_path / "model"),
-        "--task",
-        "pairs",
-        "--file",
-        str(file),
-        "--pooling",
-        "last",
-        "--json",
-    )
+
+    def pairs(*options, data=file):
+        """``rnnembed evaluate --task pairs`` on ``data`` with ``--json``: (code, result)."""
+        code, out, _ = run_cli(
+            capsys, "evaluate", *options, "--task", "pairs", "--file", str(data), "--json"
+        )
+        return code, json.loads(out)
+
+    code, result = pairs(model, "--pooling", "last")
     assert code in (0, None)
-    result = json.loads(out)
     assert result["task"] == "pairs" and result["mode"] == "dense" and "score" in result
-    code, out, _ = run_cli(
-        capsys, "evaluate", str(tmp_path / "model"), "--task", "pairs", "--file", str(file),
-        "--adapt", "--json",
-    )  # fmt: skip
-    assert code in (0, None) and json.loads(out)["adapted"] is True
+    code, result = pairs(model, "--adapt")
+    assert code in (0, None) and result["adapted"] is True
     gbk = write(
         tmp_path / "pairs-gbk.tsv",
         ["今天天气很好\t今天天气不错\t4.5", "猫在睡觉\t股票上涨了\t0.0"],
         "gbk",
     )
-    code, out, _ = run_cli(
-        capsys, "evaluate", "--task", "pairs", "--file", str(gbk), "--mode", "bm25",
-        "--data-encoding", "gbk", "--encoding", "cp1252", "--json",  # --encoding: a corpus's
-    )  # fmt: skip
-    assert code in (0, None) and json.loads(out)["n"] == 2
-    code, _, err = run_cli(capsys, "evaluate", str(tmp_path / "model"), "--task", "mr", "--adapt")
-    assert code == 1 and "applies to stsb, sickr, pairs, not mr" in err and "Traceback" not in err
-    code, out, _ = run_cli(
-        capsys,
-        "evaluate",
-        "--task",
-        "pairs",
-        "--file",
-        str(file),
-        "--baseline",
-        "word2vec",
-        "--baseline-corpus",
-        str(small_corpus[0]),
-        "--baseline-seconds",
-        "0.5",
-        "--json",
+    # --encoding is a baseline corpus's, --data-encoding the task file's
+    code, result = pairs(
+        "--mode", "bm25", "--data-encoding", "gbk", "--encoding", "cp1252", data=gbk
     )
-    assert json.loads(out)["model"] == "word2vec"
+    assert code in (0, None) and result["n"] == 2
+    code, _, err = run_cli(capsys, "evaluate", model, "--task", "mr", "--adapt")
+    assert code == 1 and "applies to stsb, sickr, pairs, not mr" in err and "Traceback" not in err
+    baseline = ["--baseline", "word2vec", "--baseline-corpus", str(small_corpus[0])]
+    _, result = pairs(*baseline, "--baseline-seconds", "0.5")
+    assert result["model"] == "word2vec"
     for encoder in ([], ["--baseline", "word2vec"], [str(tmp_path / "any-model")]):
-        code, out, _ = run_cli(  # bm25 scores the words alone: an encoder is not even loaded
-            capsys,
-            "evaluate",
-            *encoder,
-            "--task",
-            "pairs",
-            "--file",
-            str(file),
-            "--mode",
-            "bm25",
-            "--json",
-        )
-        assert code == 0 and json.loads(out)["model"] == "bag of words"
+        code, result = pairs(*encoder, "--mode", "bm25")  # the words alone: no encoder loaded
+        assert code == 0 and result["model"] == "bag of words"
     code, _, err = run_cli(
         capsys, "evaluate", "--task", "pairs", "--file", str(tmp_path / "no"), "--mode", "bm25"
     )
