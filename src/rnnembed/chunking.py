@@ -18,12 +18,13 @@ CHUNKS = ("lines", "paragraphs", "sentences")
 # A sentence ends at . ! ? (then closing quotes or brackets, then space, or ! ? then a CJK
 # character) or at 。！？． (then closing quotes or brackets); whether a Latin candidate really
 # ends one is decided below.
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff"  # kana and Han (Hangul is spaced)
+# kana and CJK ideographs: scripts written without spaces (Hangul is spaced)
+CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _CJK_ENDS = "。！？．"
 _END = re.compile(
-    rf"[.!?]+[\"'”’)\]]*\s+|[!?]+[\"'”’)\]]*(?=[{_CJK}])|[{_CJK_ENDS}]+[”’」』）)\]]*\s*"
+    rf"[.!?]+[\"'”’)\]]*\s+|[!?]+[\"'”’)\]]*(?=[{CJK}])|[{_CJK_ENDS}]+[”’」』）)\]]*\s*"
 )
-_CJK_LINE_BREAK = re.compile(rf"(?<=[{_CJK}。，、；：！？．”’」』）])\s*\n\s*(?=[{_CJK}“‘「『（])")
+_CJK_LINE_BREAK = re.compile(rf"(?<=[{CJK}。，、；：！？．”’」』）])\s*\n\s*(?=[{CJK}“‘「『（])")
 _LAST_WORD = re.compile(r"(\S+)$")
 _BLANK_LINES = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 _LINE_BREAK = re.compile(r"\s*\n\s*")

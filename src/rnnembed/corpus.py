@@ -173,10 +173,11 @@ def _read_file(path: Path, encoding: str, field: str, column: str) -> Iterator[R
         yield from _read_table(path, lines, column, TABLE_DELIMITERS[suffix])
     else:
         for number, line in lines:
-            yield Record(_strip_newline(line), path, number)
+            yield Record(strip_newline(line), path, number)
 
 
-def _strip_newline(line: str) -> str:
+def strip_newline(line: str) -> str:
+    """``line`` without its line break (a trailing \\n, \\r\\n or \\r)."""
     return line.removesuffix("\n").removesuffix("\r")
 
 

@@ -424,16 +424,15 @@ def create_app(
             if isinstance(item, str):
                 texts.append(item)
                 continue
-            bad = next((t for t in item if not 0 <= t < tokenizer.vocab_size), None)
-            if bad is not None:
+            try:  # decode refuses an id outside the vocabulary
+                texts.append(tokenizer.decode(item))
+            except RnnembedError as exc:
                 raise ApiError(
                     400,
-                    f"{param}[{i}] holds token id {bad}, outside this model's vocabulary of "
-                    f"{tokenizer.vocab_size} ids; send text, or ids from this model's tokenizer "
+                    f"{param}[{i}]: {exc}; send text, or ids from this model's tokenizer "
                     "(LangChain: OpenAIEmbeddings(check_embedding_ctx_length=False))",
                     param=param,
-                )
-            texts.append(tokenizer.decode(item))
+                ) from None
         # what is embedded is the text: token ids are counted as their decoded text re-encodes
         counts = [len(ids) for ids in tokenizer.encode_batch(texts)]
         for i, n in enumerate(counts):

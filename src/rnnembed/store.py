@@ -151,9 +151,7 @@ class VectorStore:
         self.uri, self.model, self.collection, self.pooling = str(uri), model, collection, pooling
         self.dim = model.dim(pooling)
         self.fingerprint = model.fingerprint(pooling)
-        lite = Path(self.uri).expanduser()
-        new_lite = not lite.exists() or (lite.is_dir() and not any(lite.iterdir()))
-        if create and self.uri.endswith(".db") and new_lite:
+        if create and self.uri.endswith(".db") and _no_database_yet(Path(self.uri).expanduser()):
             self._check_new_name()  # before the database is made: a refusal leaves none behind
         self.client, self._lite_path = _connect(self.uri, token, create)
         self._added = False  # whether this store has inserted rows yet
@@ -780,6 +778,11 @@ def _connect(uri: str, token: str, create: bool) -> tuple[MilvusClient, str | No
             ) from None
         _lite_users[str(path)] += 1
     return client, str(path)
+
+
+def _no_database_yet(path: Path) -> bool:
+    """Whether the Milvus Lite path holds no database yet: absent, or an empty folder."""
+    return not path.exists() or (path.is_dir() and not any(path.iterdir()))
 
 
 def _release_lite(path: str) -> None:

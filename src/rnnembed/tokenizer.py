@@ -28,6 +28,7 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from rnnembed.atomic import atomic_write, check_path, check_writable
 from rnnembed.config import is_whole
+from rnnembed.corpus import MODEL_FILES
 from rnnembed.errors import RnnembedError
 
 TokenizerKind = Literal["char", "word", "bpe"]
@@ -182,7 +183,7 @@ class Tokenizer:
             if i == self.eos_id:
                 segments.append([])
             else:
-                segments[-1].append(int(i))
+                segments[-1].append(i)
         return "\n".join(self._decode_line(seg) for seg in segments)
 
     def _checked_ids(self, ids: Iterable[int]) -> list[int]:
@@ -328,7 +329,7 @@ def tokenizer_file(spec: str) -> Path | None:
         return None
     path = Path(spec)
     if path.is_dir() or path.suffix.lower() == ".json":
-        return path / "tokenizer.json" if path.is_dir() else path
+        return path / MODEL_FILES[1] if path.is_dir() else path  # its tokenizer.json
     return None
 
 

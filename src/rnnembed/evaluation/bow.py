@@ -11,11 +11,11 @@ from collections.abc import Sequence
 
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from rnnembed.chunking import CJK
 from rnnembed.errors import RnnembedError
 
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # kana and CJK ideographs
-_CJK_CHAR = re.compile(f"[{_CJK}]")
-_TOKEN = re.compile(f"[{_CJK}]|[^\\W_{_CJK}]+(?:'[^\\W_{_CJK}]+)*|[^\\w\\s]")
+_CJK_CHAR = re.compile(f"[{CJK}]")
+_TOKEN = re.compile(f"[{CJK}]|[^\\W_{CJK}]+(?:'[^\\W_{CJK}]+)*|[^\\w\\s]")
 CJK_SHARE = 0.3  # text is treated as CJK when this share of its non-space characters is
 SAMPLE = 2000  # texts looked at to decide
 

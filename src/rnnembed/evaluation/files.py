@@ -6,7 +6,7 @@ import logging
 import os
 from pathlib import Path
 
-from rnnembed.corpus import decoded_lines
+from rnnembed.corpus import decoded_lines, strip_newline
 from rnnembed.errors import RnnembedError
 
 log = logging.getLogger(__name__)
@@ -70,10 +70,7 @@ def read_lines(path: Path, encoding: str | None = None) -> list[str]:
     given ``encoding``, in that encoding (a byte it cannot decode is an RnnembedError naming
     its offset)."""
     if encoding is not None:
-        return [
-            line.removesuffix("\n").removesuffix("\r")
-            for _, line in decoded_lines(path, encoding, "--data-encoding")
-        ]
+        return [strip_newline(line) for _, line in decoded_lines(path, encoding, "--data-encoding")]
     lines, first_fallback = [], 0
     with open(path, "rb") as f:
         for number, raw in enumerate(f, 1):
@@ -85,7 +82,7 @@ def read_lines(path: Path, encoding: str | None = None) -> list[str]:
                     continue
             if fallback != "utf-8" and not first_fallback:
                 first_fallback = number
-            lines.append(text.removesuffix("\n").removesuffix("\r"))
+            lines.append(strip_newline(text))
     if first_fallback:
         log.info(
             "%s: line %d is not UTF-8; such lines are read as cp1252, else latin-1; pass "
