@@ -74,6 +74,10 @@ def test_sentences_keep_their_paragraphs_source(notes):
         ("好的．走吧", ["好的．", "走吧"]),  # the full-width stop of older Chinese texts
         ("你好?我很好!谢谢。", ["你好?", "我很好!", "谢谢。"]),
         ("今天天气\n很好。", ["今天天气很好。"]),  # a wrapped Chinese line joins without a space
+        ("Steps:\n1. Install.\n2. Run it. Done.", ["Steps:", "1. Install.", "2. Run it.", "Done."]),
+        ("Buy:\n- apples\n* pears", ["Buy:", "- apples", "* pears"]),  # a list item's line
+        ("1. Install. 2. Run.", ["1. Install.", "2. Run."]),  # a list item's number
+        ("It cost 5. Then we left.", ["It cost 5.", "Then we left."]),
     ],
 )
 def test_sentence_splitting_is_sane_about_abbreviations_and_numbers(text, expected):

@@ -16,13 +16,15 @@ from rnnembed.errors import RnnembedError
 CHUNKS = ("lines", "paragraphs", "sentences")
 
 # A sentence ends at . ! ? (then closing quotes or brackets, then space, or ! ? then a CJK
-# character) or at 。！？． (then closing quotes or brackets); whether a Latin candidate really
-# ends one is decided below.
+# character), at 。！？． (then closing quotes or brackets), or at a line break before a list
+# item ("1. ", "2) ", "- ", "* ", "• "); whether a Latin candidate really ends one is decided
+# below.
 # kana and CJK ideographs: scripts written without spaces (Hangul is spaced)
 CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _CJK_ENDS = "。！？．"
 _END = re.compile(
     rf"[.!?]+[\"'”’)\]]*\s+|[!?]+[\"'”’)\]]*(?=[{CJK}])|[{_CJK_ENDS}]+[”’」』）)\]]*\s*"
+    r"|\s*\n(?=[ \t]*(?:\d+[.)]|[-*•])[ \t])"
 )
 _CJK_LINE_BREAK = re.compile(rf"(?<=[{CJK}。，、；：！？．”’」』）])\s*\n\s*(?=[{CJK}“‘「『（])")
 _LAST_WORD = re.compile(r"(\S+)$")
@@ -49,9 +51,10 @@ def read_chunks(
     - ``lines``: each non-blank line of a text file, each record of a .jsonl/.csv/.tsv file;
     - ``paragraphs``: runs of non-blank lines joined with "\\n" (a record of a .jsonl/.csv/.tsv
       file is split at its blank lines), each with the source of its first line;
-    - ``sentences``: paragraphs split after . ! ? (not after common abbreviations, initials, or
-      before a lowercase word) and after 。！？．, line breaks inside a sentence made spaces
-      (between CJK characters, removed).
+    - ``sentences``: paragraphs split after . ! ? (not after common abbreviations, initials, a
+      list item's number, or before a lowercase word), after 。！？． and before a line that
+      opens a list item, line breaks inside a sentence made spaces (between CJK characters,
+      removed).
     """
     if chunk not in CHUNKS:
         raise RnnembedError(f"unknown chunk {chunk!r}; choose one of {', '.join(CHUNKS)}")
@@ -90,10 +93,13 @@ def _ends_sentence(text: str, start: int, match: re.Match) -> bool:
         return False
     if match.group()[0] != ".":
         return True
-    word = _LAST_WORD.search(text, start, match.start())
-    if word is None:
+    found = _LAST_WORD.search(text, start, match.start())
+    if found is None:
         return True
-    word = word.group().lstrip("\"'“‘([").lower()
+    word = found.group().lstrip("\"'“‘([").lower()
+    before = text[start : found.start()]
+    if word.isdigit() and (not before.strip() or before.rstrip(" \t").endswith("\n")):
+        return False  # a number opening its sentence or line: a list item's "1."
     if word in ("no", "nos"):  # "No. 5", but "he said no. She ..."
         return not text[match.end()].isdigit()
     is_initial = len(word) == 1 and word.isalpha()
