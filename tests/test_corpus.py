@@ -68,8 +68,8 @@ def test_jsonl_field_and_csv_column(tmp_path):
     assert [r.text for r in records] == ["hello, world", "two\nlines", "three"]
     assert [r.line for r in records] == [2, 3, 5]
     tsv = tmp_path / "rows.tsv"
-    tsv.write_text("text\tlabel\nsome words\t1\n", encoding="utf-8")
-    assert list(iter_texts([tsv])) == ["some words"]
+    tsv.write_text('text\tlabel\nsome words\t1\n"Hi," she said\t2\n"open\t3\n', encoding="utf-8")
+    assert list(iter_texts([tsv])) == ["some words", '"Hi," she said', '"open']  # quotes are text
     with pytest.raises(RnnembedError, match="no column 'text'.*--column"):
         list(iter_texts([table]))
     short = tmp_path / "short.csv"

@@ -1,8 +1,9 @@
 """Read a corpus: text files and folders, JSON Lines and CSV/TSV, streamed record by record.
 
 A plain text file gives one record per line (PTB's convention); a ``.jsonl`` file one per
-object (its ``field``); a ``.csv``/``.tsv`` file one per row (its ``column``). Nothing is
-loaded whole, so a corpus larger than memory can be tokenized as it streams by.
+object (its ``field``); a ``.csv``/``.tsv`` file one per row (its ``column``; a CSV field may be
+quoted, a TSV field is taken as it stands, quotes and all, as MS MARCO and BEIR write them).
+Nothing is loaded whole, so a corpus larger than memory can be tokenized as it streams by.
 """
 
 from __future__ import annotations
@@ -247,7 +248,8 @@ def _read_table(
             raw.append(line)
             yield line
 
-    reader = csv.reader(keep(lines), delimiter=delimiter)
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.reader(keep(lines), delimiter=delimiter, quoting=quoting)
     try:
         header = next(reader, None)
         if header is None:
@@ -280,7 +282,8 @@ def _read_table(
             f"{path}:{reader.line_num}: not valid CSV ({reason}); fix the row, or save the file "
             "with \\n or \\r\\n line endings"
         ) from None
-    _check_closed(path, tail_line, tail, delimiter)
+    if quoting != csv.QUOTE_NONE:
+        _check_closed(path, tail_line, tail, delimiter)
     if last is not None:
         yield last
 
