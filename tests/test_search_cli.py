@@ -177,6 +177,15 @@ def test_embed_writes_one_vector_per_line(capsys, model, corpus, tmp_path):
     assert code == 0 and np.load(out_file).shape == (3, 32)
 
 
+def test_an_index_keeps_the_pooling_it_was_built_with(capsys, model, corpus, tmp_path):
+    db = str(tmp_path / "mean.db")
+    code, _, err = run(capsys, "index", model, corpus / "notes", "--db", db, "--pooling", "mean")
+    assert code == 0, err
+    code, out, err = run(capsys, "search", model, "plumber", "--db", db, "-k", "1", "--json")
+    assert code == 0, err  # no --pooling: the index's own (mean), not sif
+    assert len(json.loads(out)["hits"]) == 1
+
+
 def test_embed_writes_block_by_block_and_inputs_that_change_are_noticed(
     capsys, model, corpus, tmp_path, monkeypatch
 ):

@@ -311,6 +311,11 @@ def test_another_model_or_dimension_is_refused(lm, store, chunks, tmp_path):
         VectorStore(store.uri, model=lm, pooling="last")
     with VectorStore(store.uri, model=other, collection="other") as s:  # its own collection
         assert s.count() == 0
+    with VectorStore(store.uri, model=lm, collection="by_last", pooling="last") as s:
+        s.add(["a text embedded with the last state"])
+    with VectorStore(store.uri, model=lm, collection="by_last") as s:  # no pooling: its own
+        assert (s.pooling, s.dim) == ("last", 32)
+        assert s.search("a text", k=1)[0].text == "a text embedded with the last state"
     with pytest.raises(RnnembedError, match="model must be a loaded model .*not PosixPath"):
         VectorStore(store.uri, model=tmp_path / "copy")  # the folder, not the model
     before = store.count()

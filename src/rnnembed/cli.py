@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -451,10 +452,13 @@ def evaluate_embeddings(
 
 # -- embed, index, search ------------------------------------------------------------------------
 
-Pooling = Annotated[
-    str,
+Pooling = Annotated[str, typer.Option(help="sif, mean, last, max or mean+max.")]
+IndexPooling = Annotated[
+    str | None,
     typer.Option(
-        help="sif, mean, last, max or mean+max (an index keeps the one it was built with)."
+        "--pooling",
+        help="sif, mean, last, max or mean+max; default: the one the index was built with "
+        "(sif for a new index).",
     ),
 ]
 Db = Annotated[
@@ -548,7 +552,7 @@ def index(
     db: Db,
     collection: Collection = "default",
     chunk: Annotated[str, typer.Option(help="lines, paragraphs or sentences.")] = "lines",
-    pooling: Pooling = "sif",
+    pooling: IndexPooling = None,
     analyzer: Annotated[
         str | None,
         typer.Option(
@@ -632,7 +636,7 @@ def search(
         str | None,
         typer.Option("--filter", help="A Milvus filter expression, e.g. 'source like \"docs/%\"'."),
     ] = None,
-    pooling: Pooling = "sif",
+    pooling: IndexPooling = None,
     device: Device = "auto",
     token: Token = "",
     as_json: AsJson = False,
@@ -755,7 +759,7 @@ def serve(
             help="Require 'Authorization: Bearer KEY' on every route but /health and the page.",
         ),
     ] = None,
-    pooling: Pooling = "sif",
+    pooling: IndexPooling = None,
     max_batch_tokens: Annotated[
         int, typer.Option(help="Token budget of one dynamic batch of embedding requests.")
     ] = 16_384,
@@ -787,6 +791,7 @@ def serve(
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         loopback = False
+    _check_can_listen(host, port)
     if not loopback and api_key is None:
         err_console.print(
             f"[bold yellow]warning:[/] listening on {escape(host)} without an API key: anyone "
@@ -795,10 +800,8 @@ def serve(
             highlight=False,
             soft_wrap=True,
         )
-    _check_can_listen(host, port)
     config = ServerConfig(
         model_name=model.resolve().name,
-        pooling=pooling,
         max_batch_tokens=max_batch_tokens,
         max_batch_requests=max_batch_requests,
         max_queue=max_queue,
@@ -807,6 +810,8 @@ def serve(
     store = None
     if db is not None:
         store = VectorStore(db, model=lm, collection=collection, pooling=pooling, token=token)
+    # /v1/embeddings gives the vectors the index holds
+    config = replace(config, pooling=store.pooling if store else pooling or lm.default_pooling)
     # uvicorn stops gracefully on SIGTERM, then raises it again: exit cleanly, closing the store.
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:

@@ -124,7 +124,9 @@ class VectorStore:
     ``VectorStore("search.db", model=lm)`` opens (or creates) a Milvus Lite database;
     ``VectorStore("http://host:19530", model=lm, token=...)`` a server's collection.
     ``analyzer`` ("standard" or "chinese", i.e. jieba) applies to a new collection; ``None``
-    takes the collection's own (standard for a new one). With ``create=False`` a missing
+    takes the collection's own (standard for a new one). ``pooling`` ``None`` likewise takes the
+    collection's own (the model's ``default_pooling`` for a new one); a pooling given must be the
+    collection's. With ``create=False`` a missing
     database or collection is an error. Close the store (or use it in a ``with`` block): the last
     store on a Milvus Lite path also stops that database's server.
     """
@@ -147,16 +149,14 @@ class VectorStore:
                 f"unknown analyzer {analyzer!r}; choose one of {', '.join(ANALYZERS)}"
             )
         check_model(model)
-        pooling = pooling or getattr(model, "default_pooling", "mean")
-        self.uri, self.model, self.collection, self.pooling = str(uri), model, collection, pooling
-        self.dim = model.dim(pooling)
-        self.fingerprint = model.fingerprint(pooling)
+        self.uri, self.model, self.collection = str(uri), model, collection
+        self._use_pooling(pooling or getattr(model, "default_pooling", "mean"))
         if create and self.uri.endswith(".db") and _no_database_yet(Path(self.uri).expanduser()):
             self._check_new_name()  # before the database is made: a refusal leaves none behind
         self.client, self._lite_path = _connect(self.uri, token, create)
         self._added = False  # whether this store has inserted rows yet
         try:
-            self.analyzer = self._open(analyzer, create)
+            self.analyzer = self._open(analyzer, pooling, create)
         except BaseException:
             self.close()
             raise
@@ -187,11 +187,15 @@ class VectorStore:
                 "and underscores, starting with a letter or an underscore"
             )
 
-    def _open(self, analyzer: str | None, create: bool) -> str:
+    def _use_pooling(self, pooling: str) -> None:
+        self.pooling, self.dim = pooling, self.model.dim(pooling)
+        self.fingerprint = self.model.fingerprint(pooling)
+
+    def _open(self, analyzer: str | None, pooling: str | None, create: bool) -> str:
         with _milvus("open the collection"):
             exists = self.client.has_collection(self.collection)
         if exists:
-            analyzer = self._check(analyzer)
+            analyzer = self._check(analyzer, pooling)
         elif create:
             self._check_new_name()
             analyzer = analyzer or "standard"
@@ -210,8 +214,9 @@ class VectorStore:
             self.client.load_collection(self.collection)
         return analyzer
 
-    def _check(self, analyzer: str | None) -> str:
-        """The collection's analyzer, once its model, pooling and dimension match ours."""
+    def _check(self, analyzer: str | None, pooling: str | None) -> str:
+        """The collection's analyzer, once its model, pooling and dimension match ours (with
+        ``pooling`` None, ours becomes the collection's)."""
         with _milvus("describe the collection"):
             info = self.client.describe_collection(self.collection)
         binding = _binding(info)
@@ -220,6 +225,8 @@ class VectorStore:
         if "fingerprint" not in binding or not dims:
             raise RnnembedError(f"{where} was not made by rnnembed; pass another --collection")
         built = binding.get("pooling", "?")
+        if pooling is None and "pooling" in binding:
+            self._use_pooling(built)
         remedy = (
             f"use the model and pooling that built it (pooling {built!r}), pass another "
             "--collection, or rebuild the index (delete the database or drop the collection, "
