@@ -28,6 +28,7 @@ from rnnembed.store import VectorStore
 
 KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
+JSON = {"content-type": "application/json"}
 
 
 @contextmanager
@@ -157,6 +158,12 @@ def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(url, body, 
     assert httpx.get(f"{url}/health").json() == {"status": "ok"}
 
 
+def test_a_lone_surrogate_is_refused_as_the_input(url):
+    body = b'{"input": ["fine", "a \\ud800 b"]}'  # valid JSON, not Unicode text
+    response = post(url, "/v1/embeddings", content=body, headers=AUTH | JSON)
+    assert "input[1]: " in assert_openai_error(response, 400, "input")["message"]
+
+
 def test_too_many_tokens_in_one_request(lm, url):
     line = "word " * 2000
     tokens = len(lm.tokenizer.encode(line))
@@ -183,6 +190,9 @@ def test_prompts_and_queries_over_the_token_limit_are_refused(limited):
     assert error["type"] == "invalid_request_error" and f"limit is {n:,}" in error["message"]
     error = assert_openai_error(post(url, "/v1/search", {"query": "word " * 30}), 400, "query")
     assert error["message"].startswith("query is ")
+    for body in ({"input": "word " * 30}, {"input": ["word", "word " * 30]}):
+        error = assert_openai_error(post(url, "/v1/embeddings", body), 400, "input")
+        assert error["message"].startswith("input is " if body["input"][0] == "w" else "input[1]")
 
 
 @pytest.mark.parametrize(
@@ -205,13 +215,13 @@ def test_malformed_json_and_oversized_bodies(url):
     response = httpx.post(
         f"{url}/v1/embeddings",
         content=b'{"input": [',
-        headers=AUTH | {"content-type": "application/json"},
+        headers=AUTH | JSON,
     )
     assert_openai_error(response, 400)
     latin = httpx.post(
         f"{url}/v1/embeddings",
         content='{"input": "café"}'.encode("cp1252"),
-        headers=AUTH | {"content-type": "application/json"},
+        headers=AUTH | JSON,
     )
     assert (
         assert_openai_error(latin, 400)["message"] == "the request body is not valid JSON in UTF-8"
@@ -219,7 +229,7 @@ def test_malformed_json_and_oversized_bodies(url):
     packed = httpx.post(
         f"{url}/v1/embeddings",
         content=gzip.compress(b'{"input": "hi"}'),
-        headers=AUTH | {"content-type": "application/json", "content-encoding": "gzip"},
+        headers=AUTH | JSON | {"content-encoding": "gzip"},
     )
     assert "gzip-encoded; send it uncompressed" in assert_openai_error(packed, 415)["message"]
     response = httpx.post(f"{url}/v1/embeddings", content=b'{"input": "hi"}', headers=AUTH)
@@ -237,7 +247,7 @@ def test_malformed_json_and_oversized_bodies(url):
     response = httpx.post(
         f"{url}/v1/embeddings",
         content=chunks(),
-        headers=AUTH | {"content-type": "application/json"},
+        headers=AUTH | JSON,
     )
     assert_openai_error(response, 413)
     assert httpx.get(f"{url}/health").status_code == 200
@@ -403,8 +413,12 @@ def test_without_a_store_search_and_documents_say_so(lm):
         assert post(url, "/v1/embeddings", {"input": "a"}, headers={}).status_code == 200
 
 
-def test_models_lists_the_served_model(client):
+def test_models_lists_the_served_model(client, url):
     assert [m.id for m in client.models.list()] == ["tiny"]
+    assert client.models.retrieve("tiny").id == "tiny"
+    with pytest.raises(openai.NotFoundError, match="serves 'tiny'"):
+        client.models.retrieve("gpt-4")
+    assert [httpx.head(f"{url}{path}").status_code for path in ("/", "/health")] == [200, 200]
 
 
 def test_generate_matches_the_python_api(url, lm):
@@ -413,7 +427,10 @@ def test_generate_matches_the_python_api(url, lm):
     expected = lm.generate("The", max_tokens=12, temperature=0.7, top_k=20, seed=3)
     assert answer == {"model": "tiny", "text": expected}
     assert_openai_error(post(url, "/v1/generate", {"max_tokens": 100_000}), 400, "max_tokens")
-    assert_openai_error(post(url, "/v1/generate", {"temperature": -1}), 422, "temperature")
+    for temperature in (-1, "1", True):  # typed as strictly as every other field
+        error = post(url, "/v1/generate", {"temperature": temperature})
+        assert_openai_error(error, 422, "temperature")
+    assert_openai_error(post(url, "/v1/generate", {"top_p": "0.9"}), 422, "top_p")
 
 
 def test_metrics_count_requests_tokens_and_batches(url, lm):

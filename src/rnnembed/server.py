@@ -52,7 +52,7 @@ import numpy as np
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -60,6 +60,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from rnnembed.batching import Batch, Batcher, QueueFull
 from rnnembed.config import DEFAULT_TEMPERATURE, SEEDS
 from rnnembed.errors import RnnembedError
+from rnnembed.tokenizer import check_unicode
 
 if TYPE_CHECKING:
     from rnnembed.language_model import LanguageModel
@@ -85,7 +86,7 @@ class ServerConfig:
     """Limits and batching. Defaults: OpenAI's request limits, TEI's batch token budget."""
 
     model_name: str = "rnnembed"
-    pooling: str = "sif"  # of /v1/embeddings; a store keeps its own
+    pooling: str = "sif"  # of /v1/embeddings (the CLI serves a store's own)
     max_inputs: int = 2_048
     max_input_tokens: int = 8_192
     max_request_tokens: int = 300_000
@@ -158,9 +159,9 @@ class DocumentsRequest(OwnRequest):
 class GenerateRequest(OwnRequest):
     prompt: StrictStr = ""
     max_tokens: StrictInt = Field(100, ge=1)
-    temperature: float = Field(DEFAULT_TEMPERATURE, ge=0)
+    temperature: StrictFloat = Field(DEFAULT_TEMPERATURE, ge=0, allow_inf_nan=False)
     top_k: StrictInt = Field(0, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1)
+    top_p: StrictFloat = Field(1.0, gt=0, le=1)
     seed: StrictInt | None = Field(None, ge=SEEDS[0], le=SEEDS[1])
 
 
@@ -383,7 +384,12 @@ def create_app(
         on_batch=metrics.batch,
     )
     store_lock = threading.Lock()
-    created = int(time.time())
+    served = {  # the one model of /v1/models
+        "id": config.model_name,
+        "object": "model",
+        "created": int(time.time()),
+        "owned_by": "rnnembed",
+    }
     page = files("rnnembed").joinpath("static/index.html").read_text(encoding="utf-8")
     page = page.replace("__DEFAULT_TEMPERATURE__", str(DEFAULT_TEMPERATURE))
 
@@ -412,27 +418,25 @@ def create_app(
             )
 
     def prepare(
-        items: str | list[str] | list[list[int]], param: str = "input"
+        items: list[str] | list[list[int]], param: str = "input", single: bool = False
     ) -> tuple[list[str], list[int]]:
-        """Texts and each one's token count of the field ``param`` (one text, or a list of texts
-        or token ids); ApiError if over a token limit. Runs the tokenizer: call it off the loop."""
-        single = isinstance(items, str)
-        if single:
-            items = [items]
+        """Texts and each one's token count of the field ``param`` (a list of texts or token
+        ids; ``single``: the field held one, named without an index); ApiError if over a token
+        limit or not Unicode. Runs the tokenizer: call it off the loop."""
         texts: list[str] = []
         for i, item in enumerate(items):
-            if isinstance(item, str):
-                texts.append(item)
-                continue
+            name = param if single else f"{param}[{i}]"
             try:  # decode refuses an id outside the vocabulary
-                texts.append(tokenizer.decode(item))
+                texts.append(item if isinstance(item, str) else tokenizer.decode(item))
+                check_unicode(texts[-1], name)
             except RnnembedError as exc:
-                raise ApiError(
-                    400,
-                    f"{param}[{i}]: {exc}; send text, or ids from this model's tokenizer "
-                    "(LangChain: OpenAIEmbeddings(check_embedding_ctx_length=False))",
-                    param=param,
-                ) from None
+                hint = (
+                    ""
+                    if isinstance(item, str)
+                    else "; send text, or ids from this model's tokenizer (LangChain: "
+                    "OpenAIEmbeddings(check_embedding_ctx_length=False))"
+                )
+                raise ApiError(400, f"{name}: {exc}{hint}", param=param) from None
         # what is embedded is the text: token ids are counted as their decoded text re-encodes
         counts = [len(ids) for ids in tokenizer.encode_batch(texts)]
         for i, n in enumerate(counts):
@@ -455,14 +459,16 @@ def create_app(
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingRequest) -> Response:
         items = body.input
-        if isinstance(items, str) or (items and isinstance(items[0], int)):
+        single = isinstance(items, str) or bool(items and isinstance(items[0], int))
+        if single:
             items = [items]
         if not items:
             raise ApiError(400, "input is empty: give a text or a list of texts", param="input")
         check_count(items, "input")
         empty = next((i for i, item in enumerate(items) if len(item) == 0), None)
         if empty is not None:
-            raise ApiError(400, f"input[{empty}] is empty; give non-empty inputs", param="input")
+            name = "input" if single else f"input[{empty}]"
+            raise ApiError(400, f"{name} is empty; give non-empty inputs", param="input")
         if body.dimensions is not None and body.dimensions != dim:
             raise ApiError(
                 400,
@@ -470,7 +476,7 @@ def create_app(
                 f"cannot be served (leave dimensions out, or pass {dim})",
                 param="dimensions",
             )
-        texts, counts = await run_in_threadpool(prepare, items)
+        texts, counts = await run_in_threadpool(prepare, items, "input", single)
         try:
             future = batcher.submit(texts, sum(counts))
         except QueueFull:
@@ -500,7 +506,7 @@ def create_app(
     @app.post("/v1/search")
     async def search(body: SearchRequest) -> dict:
         chosen = need_store()
-        await run_in_threadpool(prepare, body.query, "query")
+        await run_in_threadpool(prepare, [body.query], "query", True)
 
         def run() -> list:
             with store_lock:
@@ -532,7 +538,7 @@ def create_app(
                 f"max_tokens is at most {config.max_generate_tokens:,}",
                 param="max_tokens",
             )
-        await run_in_threadpool(prepare, body.prompt, "prompt")
+        await run_in_threadpool(prepare, [body.prompt], "prompt", True)
         text = await run_in_threadpool(
             lm.generate,
             body.prompt,
@@ -546,10 +552,20 @@ def create_app(
 
     @app.get("/v1/models")
     async def models() -> dict:
-        model = {"id": config.model_name, "object": "model", "created": created}
-        return {"object": "list", "data": [{**model, "owned_by": "rnnembed"}]}
+        return {"object": "list", "data": [served]}
 
-    @app.get("/health")
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str) -> dict:
+        if model_id != config.model_name:
+            raise ApiError(
+                404,
+                f"model {model_id!r} is not served here; this server serves {config.model_name!r}",
+                param="model",
+                code="model_not_found",
+            )
+        return served
+
+    @app.api_route("/health", methods=["GET", "HEAD"])
     async def health() -> dict:
         return {"status": "ok"}
 
@@ -559,7 +575,7 @@ def create_app(
             metrics.render(batcher.depth), media_type="text/plain; version=0.0.4"
         )
 
-    @app.get("/")
+    @app.api_route("/", methods=["GET", "HEAD"])
     async def index() -> HTMLResponse:
         return HTMLResponse(page)
 
