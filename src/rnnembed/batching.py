@@ -63,7 +63,12 @@ class Batcher:
         max_queue: int = 512,
         on_batch: Callable[[Batch], None] | None = None,
     ):
-        if max_batch_tokens < 1 or max_queue < 1 or (max_batch_requests or 1) < 1:
+        limits = (
+            max_batch_tokens,
+            max_queue,
+            1 if max_batch_requests is None else max_batch_requests,
+        )
+        if min(limits) < 1:
             raise ValueError("max_batch_tokens, max_batch_requests and max_queue must be >= 1")
         self._encode, self._on_batch = encode, on_batch
         self.max_batch_tokens, self.max_batch_requests = max_batch_tokens, max_batch_requests
@@ -151,4 +156,7 @@ class Batcher:
             job.future.set_result(vectors[begin : begin + len(job.texts)])
             begin += len(job.texts)
         if self._on_batch is not None:
-            self._on_batch(Batch(len(batch), len(texts), sum(j.tokens for j in batch), seconds))
+            try:  # a failing observer must not stop the worker: every later request would hang
+                self._on_batch(Batch(len(batch), len(texts), sum(j.tokens for j in batch), seconds))
+            except Exception:
+                log.exception("on_batch failed")
