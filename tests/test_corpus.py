@@ -146,6 +146,9 @@ def test_binary_and_empty_corpora_are_refused(tmp_path):
         list(read_corpus([empty], encoding="klingon"))
     with pytest.raises(RnnembedError, match="not supported"):
         list(read_corpus([empty], encoding="utf-16"))
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes(b"\xef\xbb\xbfhello\nworld\n")  # utf-8-sig's line breaks are single bytes
+    assert [r.text for r in read_corpus([bom], encoding="utf-8-sig")] == ["hello", "world"]
 
 
 def test_a_link_loop_or_a_pipe_is_not_a_missing_file(tmp_path):

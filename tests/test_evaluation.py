@@ -234,6 +234,26 @@ def test_fit_chooses_the_weight_on_the_validation_share_and_applies_it_to_the_te
     np.testing.assert_array_equal(x_test, 0.25 * y[test, None])
 
 
+def test_small_or_lopsided_classes_are_fitted_or_refused_clearly(tmp_path, caplog):
+    lines = polarity_lines(12)
+    lopsided = [line for line in lines if line[0] == "0"] + [lines[0], lines[2]]  # 12 and 2
+    for seed in range(5):  # the validation share once held the only 2 of class 1
+        result = senteval.cross_validate(*read_labelled(write(tmp_path / "l.all", lopsided)),
+                                         None, "bm25", seed=seed)  # fmt: skip
+        assert 0 <= result["score"] <= 100
+    assert "class 1 has 2 sentences, fewer than the 10 folds" in caplog.text
+    single = [*lopsided, "7 an odd one out ."]
+    with pytest.raises(RnnembedError, match="class 7 has a single sentence"):
+        senteval.cross_validate(*read_labelled(write(tmp_path / "s.all", single)), None, "bm25")
+    train = read_labelled(write(tmp_path / "train.all", polarity_lines(10) + ["2 one alone ."]))
+    test = read_labelled(write(tmp_path / "test.all", ["3 unseen .", *polarity_lines(2)]))
+    assert senteval.train_test(train, test, None, "bm25")["n"] == 5  # class 2 stays in training
+    assert "test labels 3 never occur in the training data" in caplog.text
+    tiny = read_labelled(write(tmp_path / "tiny.all", polarity_lines(5)))  # 1 held-out row
+    with pytest.raises(RnnembedError, match="10 training sentences in 2 classes are too few"):
+        senteval.train_test(tiny, test, None, "bm25")
+
+
 def test_the_test_labels_choose_nothing(tmp_path, lm):
     train = read_labelled(write(tmp_path / "train.all", polarity_lines(10)))
     texts, labels = read_labelled(write(tmp_path / "test.all", polarity_lines(3, 10)))
@@ -374,6 +394,10 @@ def test_malformed_evaluation_files_are_refused_not_scored(tmp_path, caplog):
         ),
         (broken("no-text", "queries.jsonl", lambda t: t.replace('"text"', '"query"')), "no judged"),
         (broken("trec", "qrels/train.tsv", lambda t: t.replace("\td", "\tQ0\td")), "Q0 column"),
+        (
+            broken("number", "queries.jsonl", lambda t: t.replace('"stock market fell"', "12")),
+            r"queries.jsonl:2: field 'text' holds 12, not a string",
+        ),
     ]
     for folder, message in cases:
         with pytest.raises(RnnembedError, match=message):
@@ -441,6 +465,10 @@ def test_unknown_task_mode_or_split_and_missing_files_say_what_to_pass(tmp_path,
         evaluate(None, "stsb", data_dir=tmp_path, split="valid", mode="bm25")
     with pytest.raises(RnnembedError, match="sts-test.csv is absent"):
         evaluate(None, "stsb", data_dir=tmp_path, split="test", mode="bm25")
+    dev = tmp_path / "stsb" / "sts-dev.csv"
+    assert evaluate(None, "stsb", file=dev, split="dev", mode="bm25")["split"] == "dev"
+    with pytest.raises(RnnembedError, match="unknown split 'bogus'.*only names the file's split"):
+        evaluate(None, "stsb", file=dev, split="bogus", mode="bm25")
     with pytest.raises(RnnembedError, match="no splits; leave out --split"):
         evaluate(None, "mr", data_dir=tmp_path, split="test", mode="bm25")
     with pytest.raises(RnnembedError, match="corpus.jsonl is absent; pass --data-dir"):
@@ -472,8 +500,9 @@ def test_unknown_task_mode_or_split_and_missing_files_say_what_to_pass(tmp_path,
 def test_baselines_encode_like_a_model_and_run_every_task_kind(tmp_path, small_corpus, kind):
     baseline = kind.train([small_corpus[0]], seconds=0.5, dim=16, min_count=1)
     assert baseline.epochs >= 1
-    with pytest.raises(RnnembedError, match="trains for some seconds, not 0"):
-        kind.train([small_corpus[0]], seconds=0, dim=16)
+    for seconds in (0, float("inf"), float("nan")):
+        with pytest.raises(RnnembedError, match=f"above 0, not {seconds}"):
+            kind.train([small_corpus[0]], seconds=seconds, dim=16)
     few = write(tmp_path / "few.txt", ["each word once"])
     with pytest.raises(RnnembedError, match="no word of the baseline corpus occurs 2 times"):
         kind.train([few], seconds=0.5, dim=16)
@@ -534,7 +563,7 @@ def test_cli_evaluates_a_model_a_baseline_and_bag_of_words(tmp_path, lm, small_c
         return code, json.loads(out)
 
     code, result = pairs(model, "--pooling", "last")
-    assert code in (0, None)
+    assert code in (0, None) and result["pooling"] == "last"
     assert result["task"] == "pairs" and result["mode"] == "dense" and "score" in result
     code, result = pairs(model, "--adapt")
     assert code in (0, None) and result["adapted"] is True
@@ -552,7 +581,10 @@ def test_cli_evaluates_a_model_a_baseline_and_bag_of_words(tmp_path, lm, small_c
     assert code == 1 and "applies to stsb, sickr, pairs, not mr" in err and "Traceback" not in err
     baseline = ["--baseline", "word2vec", "--baseline-corpus", str(small_corpus[0])]
     _, result = pairs(*baseline, "--baseline-seconds", "0.5")
-    assert result["model"] == "word2vec"
+    assert result["model"] == "word2vec" and result["pooling"] == "mean"
+    for pooled in ([*baseline, "--pooling", "max"], ["--mode", "bm25", "--pooling", "median"]):
+        code, _, err = run_cli(capsys, "evaluate", *pooled, "--task", "pairs", "--file", file)
+        assert code == 1 and ("no 'max' pooling" in err or "leave out --pooling median" in err)
     for encoder in ([], ["--baseline", "word2vec"], [str(tmp_path / "any-model")]):
         code, result = pairs(*encoder, "--mode", "bm25")  # the words alone: no encoder loaded
         assert code == 0 and result["model"] == "bag of words"

@@ -69,6 +69,7 @@ def _setup_logging(quiet: bool) -> None:
     handler = RichHandler(console=err_console, show_time=False, show_path=False)
     logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s", force=True)
     logging.getLogger("rnnembed").setLevel(logging.WARNING if quiet else logging.INFO)
+    logging.getLogger("jieba").setLevel(logging.WARNING)  # its DEBUG notes of loading a dictionary
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -425,8 +426,10 @@ def evaluate_embeddings(
     encoder, name = None, "bag of words" if mode == "bm25" else None
     encodes = mode != "bm25"  # bag of words alone: a model or baseline is not loaded nor named
     if encodes and baseline is not None:
-        from rnnembed.evaluation.baselines import train_baseline
+        from rnnembed.evaluation.baselines import check_baseline_pooling, train_baseline
 
+        if pooling is not None:
+            check_baseline_pooling(pooling)  # before training
         encoder = train_baseline(
             baseline, baseline_corpus or [], baseline_seconds, encoding=encoding
         )
@@ -442,7 +445,7 @@ def evaluate_embeddings(
         split=split,
         file=file,
         mode=mode,
-        pooling=pooling if model is not None else None,
+        pooling=pooling,
         adapt=adapt,
         encoding=data_encoding,
     )

@@ -158,7 +158,9 @@ def check_encoding(encoding: str) -> None:
         raise RnnembedError(
             f"unknown encoding {encoding!r}; try utf-8, cp1252 or latin-1"
         ) from None
-    if "\n".encode(encoding, errors="replace") != b"\n":
+    encoder = codecs.getincrementalencoder(encoding)(errors="replace")
+    encoder.encode("x")  # a byte-order mark, if the codec writes one, comes before the text
+    if encoder.encode("\n") != b"\n":
         raise RnnembedError(
             f"encoding {encoding!r} is not supported (its line breaks are not single bytes); "
             f"convert the file to UTF-8, e.g. iconv -f {encoding} -t utf-8"

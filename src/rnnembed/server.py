@@ -16,8 +16,9 @@ Routes:
   ``seed``): text sampled from the language model. These three refuse a field they do not
   take (422), so a misspelled one is not ignored; the embeddings route, like OpenAI's, lets
   clients send more.
-- ``GET /v1/models`` (OpenAI's list), ``GET /health``, ``GET /metrics`` (Prometheus text) and
-  ``GET /``, the search page.
+- ``GET /v1/models`` (OpenAI's list) and ``GET /v1/models/{id}``, ``GET /health``, ``GET
+  /metrics`` (Prometheus text) and ``GET /``, the search page (``/health`` and ``/`` answer HEAD
+  too).
 
 Limits (``ServerConfig``; by default OpenAI's), in the model's tokens, checked before any work
 (400, ``param`` naming the field): 2,048 inputs, 8,192 tokens per input and 300,000 per request
@@ -428,7 +429,7 @@ def create_app(
             name = param if single else f"{param}[{i}]"
             try:  # decode refuses an id outside the vocabulary
                 texts.append(item if isinstance(item, str) else tokenizer.decode(item))
-                check_unicode(texts[-1], name)
+                check_unicode(texts[-1])
             except RnnembedError as exc:
                 hint = (
                     ""

@@ -90,8 +90,16 @@ def evaluate(
         )
     if adapt and pooling not in (None, "sif"):
         raise RnnembedError(f"--adapt refits the sif pooling; it does not change {pooling!r}")
-    head = {"task": task, "mode": mode, **({"adapted": True} if adapt else {})}
+    if mode == "bm25" and pooling is not None:
+        raise RnnembedError(
+            f"--pooling pools an encoder's vectors; --mode bm25 has none: leave out --pooling "
+            f"{pooling}, or use --mode dense or hybrid"
+        )
     encode = _encoder(model, mode, pooling, adapt)  # also checks that the mode has its model
+    head = {"task": task, "mode": mode}
+    if encode is not None:
+        head["pooling"] = pooling or getattr(model, "default_pooling", "mean")
+    head.update({"adapted": True} if adapt else {})
     if TASKS[task] == "retrieval":  # the store encodes
         result = retrieval.run(task, model, mode, data_dir, split, file, pooling, encoding)
     elif TASKS[task] == "sts":

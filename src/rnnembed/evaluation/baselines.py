@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -76,7 +77,8 @@ def _train_within(model, corpus: list, seconds: float) -> int:
     return done
 
 
-def _check_pooling(pooling: str) -> None:
+def check_baseline_pooling(pooling: str) -> None:
+    """RnnembedError unless ``pooling`` is "mean", the only one a baseline has."""
     if pooling != "mean":
         raise RnnembedError(f"a baseline has no {pooling!r} pooling; it only averages (mean)")
 
@@ -134,8 +136,10 @@ class _Baseline:
     ) -> _Baseline:
         """Train on the files and folders in ``corpus`` (one document per line or record)
         for about ``seconds``."""
-        if not seconds > 0:
-            raise RnnembedError(f"a baseline trains for some seconds, not {seconds}; give more")
+        if not 0 < seconds < math.inf:
+            raise RnnembedError(
+                f"a baseline trains for a finite number of seconds above 0, not {seconds}"
+            )
         gensim = _gensim()
         docs = cls._training_documents(gensim, _documents(corpus, encoding))
         model = cls._new_model(
@@ -187,7 +191,7 @@ class Word2VecBaseline(_Baseline):
 
     def encode(self, texts: Sequence[str], pooling: str = "mean") -> np.ndarray:
         """Mean word vector of each text (zeros when no word is known), L2-normalised."""
-        _check_pooling(pooling)
+        check_baseline_pooling(pooling)
         wv = self.model.wv
         out = np.zeros((len(texts), wv.vector_size), dtype=np.float32)
         for row, text in enumerate(texts):
@@ -215,7 +219,7 @@ class Doc2VecBaseline(_Baseline):
     def encode(self, texts: Sequence[str], pooling: str = "mean") -> np.ndarray:
         """Each text's inferred document vector (``infer_epochs`` passes), L2-normalised;
         the sampling is reseeded per text, so a text's vector does not depend on its batch."""
-        _check_pooling(pooling)
+        check_baseline_pooling(pooling)
         out = np.zeros((len(texts), self.model.vector_size), dtype=np.float32)
         for row, text in enumerate(texts):
             self.model.random = np.random.RandomState(self.model.seed)  # same text, same vector

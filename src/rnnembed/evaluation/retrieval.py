@@ -53,7 +53,8 @@ def recall_at(ranking: Sequence[str], relevance: dict[str, int], k: int = 100) -
 
 def _jsonl(path: Path, fields: tuple[str, ...], encoding: str | None) -> list[dict]:
     """The records of a BEIR JSON-lines file: ``_id`` (a string) and ``fields`` ("" where
-    absent); RnnembedError for a line that is not a record or repeats an id."""
+    absent or null); RnnembedError for a line that is not a record, repeats an id, or holds a
+    field that is not a string."""
     records, first_at = [], {}
     for number, line in enumerate(read_lines(path, encoding), 1):
         if not line.strip():
@@ -71,7 +72,14 @@ def _jsonl(path: Path, fields: tuple[str, ...], encoding: str | None) -> list[di
                 "give each record its own id"
             )
         first_at[id_] = number
-        records.append({"_id": id_, **{f: record.get(f) or "" for f in fields}})
+        values = {f: record.get(f) or "" for f in fields}
+        wrong = next((f for f, v in values.items() if not isinstance(v, str)), None)
+        if wrong is not None:
+            raise RnnembedError(
+                f"{path}:{number}: field {wrong!r} holds {json.dumps(values[wrong])[:40]}, not "
+                "a string; BEIR's title and text are strings"
+            )
+        records.append({"_id": id_, **values})
     return records
 
 

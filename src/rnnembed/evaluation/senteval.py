@@ -16,6 +16,8 @@ part: the test part is never used to choose anything.
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +30,8 @@ from sklearn.preprocessing import StandardScaler
 from rnnembed.errors import RnnembedError
 from rnnembed.evaluation import bow
 from rnnembed.evaluation.files import choose_split, data_root, read_lines, require
+
+log = logging.getLogger(__name__)
 
 Encode = Callable[[list[str]], np.ndarray]
 Matrix = np.ndarray | sp.csr_matrix
@@ -123,17 +127,24 @@ def fit(
     block weight) chosen on a stratified validation share of them, then refitted on all of
     them; returns (model, the ``test`` rows' features, the choice: ``{"C": c}``, with
     ``"dense_weight"`` for a hybrid). Ties go to the smaller weight, then the smaller C."""
-    counts = np.unique(y, return_counts=True)[1]
+    classes, counts = np.unique(y, return_counts=True)
     if len(counts) < 2:
         raise RnnembedError(
             "the training data has a single class; give sentences of at least two classes"
         )
-    inner, held = train_test_split(
-        np.arange(len(y)),
-        test_size=VALIDATION,
-        stratify=y if counts.min() >= 2 else None,
-        random_state=seed,
-    )
+    # a class of one sentence cannot be split: it stays in the part the classifier learns from
+    alone = np.isin(y, classes[counts == 1])
+    rows = np.flatnonzero(~alone)
+    try:
+        inner, held = train_test_split(
+            rows, test_size=VALIDATION, stratify=y[rows], random_state=seed
+        )
+    except ValueError:  # fewer held-out rows than classes
+        raise RnnembedError(
+            f"{len(y)} training sentences in {len(classes)} classes are too few to hold out "
+            f"{VALIDATION:.0%} for choosing C; give more sentences per class"
+        ) from None
+    inner = np.concatenate([inner, np.flatnonzero(alone)])
     x, x_test = features.split(train, test)
     best, chosen = -1.0, None
     for weight in features.dense_weights:
@@ -153,15 +164,31 @@ def cross_validate(
     texts: list[str], labels: np.ndarray, encode: Encode | None, mode: str, seed: int = 0
 ) -> dict:
     """Mean accuracy (%) over ``FOLDS`` stratified folds."""
-    if np.unique(labels, return_counts=True)[1].max() < FOLDS:
+    classes, counts = np.unique(labels, return_counts=True)
+    if counts.max() < FOLDS:
         raise RnnembedError(
             f"{FOLDS}-fold cross-validation needs at least {FOLDS} sentences of some class; "
             "give a larger labelled file"
         )
+    if counts.min() < 2:
+        raise RnnembedError(
+            f"class {classes[counts.argmin()]} has a single sentence: the fold that tests it "
+            "cannot learn it; give at least 2 sentences of each class, or drop it"
+        )
+    if counts.min() < FOLDS:
+        log.warning(
+            "class %s has %d sentences, fewer than the %d folds: some folds test none of it",
+            classes[counts.argmin()],
+            counts.min(),
+            FOLDS,
+        )
     features = Features(texts, encode, mode)
     folds = StratifiedKFold(FOLDS, shuffle=True, random_state=seed)
     scores, choices = [], []
-    for train, test in folds.split(np.zeros(len(labels)), labels):
+    with warnings.catch_warnings():  # sklearn's warning of the same, said above
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+        splits = list(folds.split(np.zeros(len(labels)), labels))
+    for train, test in splits:
         model, x_test, choice = fit(features, train, test, labels[train], seed)
         scores.append(100.0 * model.score(x_test, labels[test]))
         choices.append(choice)
@@ -182,6 +209,12 @@ def train_test(
     seed: int = 0,
 ) -> dict:
     """Accuracy (%) on ``test`` of a classifier fitted on ``train``."""
+    unseen = sorted(set(test[1].tolist()) - set(train[1].tolist()))
+    if unseen:
+        log.warning(
+            "test labels %s never occur in the training data: those sentences count as wrong",
+            ", ".join(map(str, unseen)),
+        )
     features = Features(train[0] + test[0], encode, mode)
     n = len(train[0])
     model, x_test, choice = fit(

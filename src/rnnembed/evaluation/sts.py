@@ -184,6 +184,11 @@ def run(
     (``encoding``: see :func:`read_lines`); ``adapted``: see :func:`similarities`."""
     pattern, splits = LAYOUTS[task]
     if file is not None:
+        if split not in (None, *splits):
+            raise RnnembedError(
+                f"{task}: unknown split {split!r}; choose one of {', '.join(splits)} (with --file "
+                "it only names the file's split in the result), or leave it out"
+            )
         path = require(Path(file), task, "pass --file with an existing file")
     else:
         root = data_root(data_dir, task, pattern.format("{split}"))
