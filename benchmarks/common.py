@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import resource
+import signal
 import sys
 from collections.abc import Callable
 
@@ -17,7 +18,9 @@ from rnnembed.errors import RnnembedError
 
 def run(main: Callable[[], None]) -> None:
     """Run a benchmark's ``main``: an error in what it was given (rnnembed's) is one line on
-    stderr and exit 1, as the rnnembed command gives it."""
+    stderr and exit 1, as the rnnembed command gives it. SIGTERM exits through ``finally``
+    blocks, so a server the benchmark started is stopped too."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         main()
     except RnnembedError as exc:

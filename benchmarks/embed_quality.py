@@ -97,9 +97,16 @@ def arguments() -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--reuse", action="store_true", help="load models already in OUT instead of training"
+        "--reuse",
+        action="store_true",
+        help="load models already in OUT instead of training (with their own budget and shape: "
+        "--minutes, --hidden, --layers, --tokenizer and --bidirectional then shape only models "
+        "trained anew, and the baselines get a reused model's budget)",
     )
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.minutes <= 0 or (args.baseline_seconds is not None and args.baseline_seconds <= 0):
+        parser.error("--minutes and --baseline-seconds must be above 0")
+    return args
 
 
 def model_for(name: str, minutes: float, args: argparse.Namespace, root: Path) -> tuple:
@@ -219,7 +226,7 @@ def main() -> None:
         lm, facts = model_for(name, minutes, args, root)
         encoders = {"model": lm}
         if args.baselines:
-            seconds = args.baseline_seconds or 60 * minutes
+            seconds = args.baseline_seconds or 60 * lm.train_config.minutes
             for baseline in BASELINES:
                 encoders[baseline] = train_baseline(
                     baseline, [root / f for f in CORPORA[name][0]], seconds, seed=args.seed

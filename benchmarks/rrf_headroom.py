@@ -39,20 +39,23 @@ from rnnembed.store import RRF_K
 
 
 def fuse(*rankings: list[str]) -> list[str]:
-    """Reciprocal-rank fusion: documents by sum of 1 / (RRF_K + rank), rank from 1, DEPTH deep."""
+    """Reciprocal-rank fusion: documents by sum of 1 / (RRF_K + rank), rank from 1, DEPTH deep.
+    Ties (rank r in one list only, against rank r in the other only: common) break by document
+    id, so that no list is favoured by the order the rankings come in."""
     fused: dict[str, float] = {}
     for ranking in rankings:
         for rank, doc in enumerate(ranking, start=1):
             fused[doc] = fused.get(doc, 0.0) + 1.0 / (RRF_K + rank)
-    return sorted(fused, key=fused.__getitem__, reverse=True)[:DEPTH]
+    return sorted(fused, key=lambda doc: (-fused[doc], doc))[:DEPTH]
 
 
-def tfidf_scores(folder: Path, split: str, query_ids: list[str]) -> tuple[np.ndarray, list[str]]:
-    """(queries × documents sublinear TF-IDF cosines, document ids) of the documents the
-    harness indexes."""
-    corpus, queries, _, _ = load_beir(folder, split)
-    docs = indexed_documents(corpus)
-    text_of = {q["_id"]: q["text"] for q in queries}
+Documents = list[tuple[str, str]]  # (id, text) of each document the harness indexes
+
+
+def tfidf_scores(
+    docs: Documents, text_of: dict[str, str], query_ids: list[str]
+) -> tuple[np.ndarray, list[str]]:
+    """(queries × documents sublinear TF-IDF cosines, document ids)."""
     texts = [text for _, text in docs]
     tfidf = vectorizer(texts, word_ngrams=(1, 1))
     matrix = tfidf.transform(texts)
@@ -62,18 +65,15 @@ def tfidf_scores(folder: Path, split: str, query_ids: list[str]) -> tuple[np.nda
 
 def feedback_rows(
     model: LanguageModel,
-    folder: Path,
-    split: str,
+    docs: Documents,
+    text_of: dict[str, str],
     bm25: dict[str, list[str]],
     depths: list[int],
     ndcg: Callable[[dict[str, list[str]]], float],
 ) -> list[dict]:
     """Rows of the model's dense ranking with Rocchio feedback from BM25's top m, each m."""
-    corpus, queries, _, _ = load_beir(folder, split)
-    docs = indexed_documents(corpus)
     doc_ids = [doc for doc, _ in docs]
     row_of = {doc: i for i, doc in enumerate(doc_ids)}
-    text_of = {q["_id"]: q["text"] for q in queries}
     asked = [q for q in bm25 if text_of[q].strip()]
     vectors = model.encode([text for _, text in docs])
     query_vectors = model.encode([text_of[q] for q in asked])
@@ -115,6 +115,9 @@ def main() -> None:
     rankings, qrels, split, documents = search(folder, model, modes, args.split)
     bm25 = rankings["bm25"]
     query_ids = list(bm25)
+    corpus, queries, _, _ = load_beir(folder, split)
+    docs = indexed_documents(corpus)
+    text_of = {q["_id"]: q["text"] for q in queries}
 
     def ndcg(ranked: dict[str, list[str]]) -> float:
         return round(score(ranked, qrels)["ndcg@10"], 4)
@@ -130,10 +133,9 @@ def main() -> None:
                 "fused_here": ndcg(fused_here),
             }
         )
-        rows += feedback_rows(
-            model, folder, split, bm25, [int(m) for m in args.feedback.split(",")], ndcg
-        )
-    cosines, doc_ids = tfidf_scores(folder, split, query_ids)
+        depths = [int(m) for m in args.feedback.split(",") if m]
+        rows += feedback_rows(model, docs, text_of, bm25, depths, ndcg)
+    cosines, doc_ids = tfidf_scores(docs, text_of, query_ids)
     rng = np.random.default_rng(args.seed)
     for sd in (float(s) for s in args.noise.split(",")):
         noisy = cosines + sd * rng.standard_normal(cosines.shape) if sd else cosines

@@ -128,6 +128,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1_000, help="rows per insert")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    for name, least in (("n", K + 1), ("dim", 1), ("queries", 1), ("batch", 1)):
+        if getattr(args, name) < least:
+            parser.error(f"--{name} must be at least {least}")
 
     rng = np.random.default_rng(args.seed)
     data = unit_vectors(rng, args.n, args.dim)

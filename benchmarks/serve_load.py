@@ -10,8 +10,9 @@ Each of --clients threads sends --requests requests, one after another, on its o
 connection. The server runs as `rnnembed serve` in its own process, started afresh for each
 setting; the clients share this machine's cores with it, as they would on one box. Reported per
 setting: throughput (requests/s), p50 and p99 latency, errors (must be 0) and the mean number of
-requests merged per encode call (from /metrics); and the throughput gain of dynamic batching.
-Exits 1 if any request failed.
+requests merged per encode call (from /metrics), and the server's peak memory; and the
+throughput gain of dynamic batching (``peak_rss_mb`` is this client process's). Exits 1 if any
+request failed.
 """
 
 from __future__ import annotations
@@ -46,7 +47,11 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=1000, help="requests per client")
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args()
+    args = parser.parse_args()
+    for name in ("clients", "requests", "train_minutes"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be above 0")
+    return args
 
 
 def model_folder(args: argparse.Namespace) -> Path:
@@ -100,6 +105,16 @@ def start_server(model: Path, port: int, options: list[str]) -> subprocess.Popen
     raise RuntimeError("rnnembed serve did not answer /health within 120 s")
 
 
+def server_peak_rss_mb(pid: int) -> float | None:
+    """The server process's peak resident memory (Linux's VmHWM), None where unknown."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="utf-8") as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return None
+    return round(kib / 1024, 1)
+
+
 def batch_stats(url: str) -> tuple[float, float]:
     """(sum, count) of the server's rnnembed_batch_size histogram."""
     text = httpx.get(f"{url}/metrics").text
@@ -114,7 +129,12 @@ def load(url: str, model: str, texts: list[str], clients: int, requests: int) ->
     """Each client sends ``requests`` one-sentence requests in turn; latencies and errors."""
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors = [0] * clients
-    start_line = threading.Barrier(clients + 1, timeout=300)
+    clock: dict = {}
+
+    def start_clock() -> None:  # once every client has warmed up, before any is let go
+        clock["before"], clock["began"] = batch_stats(url), time.perf_counter()
+
+    start_line = threading.Barrier(clients, action=start_clock, timeout=300)
 
     def client(i: int) -> None:
         with httpx.Client(base_url=url, timeout=60) as http:
@@ -135,13 +155,10 @@ def load(url: str, model: str, texts: list[str], clients: int, requests: int) ->
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     for thread in threads:
         thread.start()
-    start_line.wait()
-    before = batch_stats(url)
-    began = time.perf_counter()
     for thread in threads:
         thread.join()
-    seconds = time.perf_counter() - began
-    after = batch_stats(url)
+    seconds = time.perf_counter() - clock["began"]
+    before, after = clock["before"], batch_stats(url)
     all_ms = np.array([x for per in latencies for x in per]) * 1000
     return {
         "requests": int(all_ms.size),
@@ -165,6 +182,7 @@ def main() -> None:
         try:
             url = f"http://127.0.0.1:{port}"
             results[name] = load(url, model.resolve().name, texts, args.clients, args.requests)
+            results[name]["server_peak_rss_mb"] = server_peak_rss_mb(server.pid)
         finally:
             server.terminate()
             server.wait(60)

@@ -57,12 +57,12 @@ def forward_flops(config: ModelConfig, tail_fraction: list[float]) -> float:
 
 
 def train_for(trainer: Trainer, seconds: float) -> float:
-    """Run training steps for about ``seconds``; returns the tokens per second."""
-    steps, start = 0, time.perf_counter()
+    """Run training steps for about ``seconds``; returns the tokens per second (the tokens the
+    steps read: an epoch's last window is shorter)."""
+    tokens, start = trainer.tokens, time.perf_counter()
     while time.perf_counter() - start < seconds:
         trainer.step_once()
-        steps += 1
-    return steps * trainer.config.batch_size * trainer.config.bptt / (time.perf_counter() - start)
+    return (trainer.tokens - tokens) / (time.perf_counter() - start)
 
 
 def measure(
