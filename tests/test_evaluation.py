@@ -12,7 +12,7 @@ from rnnembed.cli import main
 from rnnembed.evaluation import evaluate, senteval
 from rnnembed.evaluation.baselines import Doc2VecBaseline, Word2VecBaseline, train_baseline
 from rnnembed.evaluation.bow import is_cjk, vectorizer, words
-from rnnembed.evaluation.retrieval import ndcg_at, recall_at, score, search
+from rnnembed.evaluation.retrieval import ndcg_at, read_qrels, recall_at, score, search
 from rnnembed.evaluation.senteval import DENSE_WEIGHTS, Features, read_labelled
 from rnnembed.evaluation.sts import read_pairs, read_stsb, similarities
 
@@ -77,6 +77,13 @@ def test_ndcg_and_recall_on_a_hand_checked_ranking():
     assert recall_at(ranking, relevance, 100) == 1.0
     assert recall_at(ranking, relevance, 2) == 0.5
     assert recall_at(["c", "x"], relevance, 100) == 0.0
+
+
+def test_qrels_read_with_or_without_a_header_and_trailing_tabs(tmp_path):
+    lines = ["query-id\tcorpus-id\tscore\t", "q1\td1\t1\t", "q1\td2\t0", "q2\td3\t2\t\t"]
+    expected = {"q1": {"d1": 1, "d2": 0}, "q2": {"d3": 2}}
+    assert read_qrels(write(tmp_path / "a.tsv", lines)) == expected
+    assert read_qrels(write(tmp_path / "b.tsv", lines[1:])) == expected
 
 
 def test_score_skips_unjudged_queries_and_drops_the_query_itself():

@@ -88,6 +88,8 @@ def read_qrels(path: Path, encoding: str | None = None) -> Qrels:
     qrels: Qrels = {}
     rows = csv.reader(read_lines(path, encoding), delimiter="\t", quoting=csv.QUOTE_NONE)
     for number, row in enumerate(rows, 1):
+        while row and not row[-1].strip():  # trailing tabs, as STS and SentEval files allow
+            row.pop()
         if not row or (number == 1 and not row[-1].lstrip("-").isdigit()):
             continue
         if len(row) != 3:
