@@ -426,7 +426,7 @@ def create_app(
         limit or not Unicode. Runs the tokenizer: call it off the loop."""
         texts: list[str] = []
         for i, item in enumerate(items):
-            name = param if single else f"{param}[{i}]"
+            name = _item_name(param, i, single)
             try:  # decode refuses an id outside the vocabulary
                 texts.append(item if isinstance(item, str) else tokenizer.decode(item))
                 check_unicode(texts[-1])
@@ -444,7 +444,7 @@ def create_app(
             if n > config.max_input_tokens:
                 raise ApiError(
                     400,
-                    f"{param if single else f'{param}[{i}]'} is {n:,} tokens long; the limit is "
+                    f"{_item_name(param, i, single)} is {n:,} tokens long; the limit is "
                     f"{config.max_input_tokens:,} tokens per input: split it",
                     param=param,
                 )
@@ -468,7 +468,7 @@ def create_app(
         check_count(items, "input")
         empty = next((i for i, item in enumerate(items) if len(item) == 0), None)
         if empty is not None:
-            name = "input" if single else f"input[{empty}]"
+            name = _item_name("input", empty, single)
             raise ApiError(400, f"{name} is empty; give non-empty inputs", param="input")
         if body.dimensions is not None and body.dimensions != dim:
             raise ApiError(
@@ -581,6 +581,12 @@ def create_app(
         return HTMLResponse(page)
 
     return app
+
+
+def _item_name(param: str, index: int, single: bool) -> str:
+    """How an error names item ``index`` of the field ``param``: ``input[2]``, or ``input``
+    when the field held one."""
+    return param if single else f"{param}[{index}]"
 
 
 def _embedding_body(vectors: np.ndarray, encoding: str, model: str, tokens: int) -> bytes:

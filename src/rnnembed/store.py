@@ -126,9 +126,9 @@ class VectorStore:
     ``analyzer`` ("standard" or "chinese", i.e. jieba) applies to a new collection; ``None``
     takes the collection's own (standard for a new one). ``pooling`` ``None`` likewise takes the
     collection's own (the model's ``default_pooling`` for a new one); a pooling given must be the
-    collection's. With ``create=False`` a missing
-    database or collection is an error. Close the store (or use it in a ``with`` block): the last
-    store on a Milvus Lite path also stops that database's server.
+    collection's. With ``create=False`` a missing database or collection is an error. Close the
+    store (or use it in a ``with`` block): the last store on a Milvus Lite path also stops that
+    database's server.
     """
 
     def __init__(

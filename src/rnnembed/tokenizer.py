@@ -328,9 +328,9 @@ def tokenizer_file(spec: str) -> Path | None:
     if spec in KINDS:
         return None
     path = Path(spec)
-    if path.is_dir() or path.suffix.lower() == ".json":
-        return path / MODEL_FILES[1] if path.is_dir() else path  # its tokenizer.json
-    return None
+    if path.is_dir():
+        return path / MODEL_FILES[1]  # its tokenizer.json
+    return path if path.suffix.lower() == ".json" else None
 
 
 def check_texts(texts: Iterable[str], name: str = "text", ordered: bool = True) -> list[str]:

@@ -99,7 +99,8 @@ def evaluate(
     head = {"task": task, "mode": mode}
     if encode is not None:
         head["pooling"] = pooling or getattr(model, "default_pooling", "mean")
-    head.update({"adapted": True} if adapt else {})
+    if adapt:
+        head["adapted"] = True
     if TASKS[task] == "retrieval":  # the store encodes
         result = retrieval.run(task, model, mode, data_dir, split, file, pooling, encoding)
     elif TASKS[task] == "sts":
