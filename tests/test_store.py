@@ -165,6 +165,10 @@ def test_count_and_delete(lm, new_store):
         assert s.delete([ids[0], ids[1], "no-such-id"]) == 2
         assert s.count() == 1 and s.delete({ids[0]}) == 0  # ids in any order: a set will do
         assert [h.text for h in s.search("two lines", k=5)] == ["three lines"]
+        # an id that would read as a filter expression matches nothing, and deletes nothing
+        for crafted in ["x'] or id not in ['", 'a"b', "x' or 1==1"]:
+            assert s.delete([crafted]) == 0
+        assert s.count() == 1
 
 
 def test_the_sources_in_a_file_or_folder_are_its_rows_only(lm, new_store):
@@ -283,6 +287,11 @@ def test_bad_arguments_are_clear_errors(store):
             store.add(texts, metadata=[{}] * 599 + [meta])  # Milvus refused it mid-way
     with pytest.raises(RnnembedError, match="sources must be a list of strings, not str"):
         store.add(["a", "b"], sources="ab")  # it was read as the sources "a" and "b"
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(RnnembedError, match="metadata 0 is not plain JSON .nested too deeply"):
+        store.add(["a"], metadata=[{"a": deep}])  # a RecursionError before
     assert store.count() == before
 
 
@@ -427,6 +436,16 @@ def test_chinese_analyzer_segments_words(lm, new_store):
         assert {h.text for h in s.search("北京", k=3, mode="bm25")} == {texts[0], texts[2]}
     with VectorStore(s.uri, model=lm, collection=s.collection) as s:  # the collection's analyzer
         assert s.analyzer == "chinese"
+
+
+def test_a_database_opened_under_two_spellings_of_its_path_is_one(lm, tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.db").symlink_to(tmp_path / "s.db", target_is_directory=True)
+    with VectorStore(tmp_path / "s.db", model=lm) as first:
+        first.add(["one two three"])
+        for other in (tmp_path / "sub" / ".." / "s.db", tmp_path / "link.db"):
+            VectorStore(other, model=lm).close()  # stopped the first one's server before
+            assert first.count() == 1
 
 
 def test_closing_frees_the_database_for_another_process(lm, tmp_path):

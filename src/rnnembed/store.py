@@ -69,6 +69,7 @@ ANALYZERS = {
     "chinese": {"tokenizer": "jieba", "filter": ["cnalphanumonly"]},  # jieba word segmentation
 }
 ID_LENGTH = 32  # hex digits of sha256 kept: 128 bits
+ROW_ID = re.compile(f"[0-9a-f]{{{ID_LENGTH}}}")  # every id row_id gives, and no other
 MAX_TEXT_BYTES = 65_535
 MAX_SOURCE_BYTES = 4_096
 MAX_K = 16_384  # Milvus's top-k limit
@@ -375,7 +376,10 @@ class VectorStore:
                 raise RnnembedError(f"source {i} holds a NUL character, which no path has")
             if not isinstance(meta, dict):
                 raise RnnembedError(f"metadata {i} is not a dict; give a JSON object per text")
-            problem = _json_problem(meta)
+            try:
+                problem = _json_problem(meta)
+            except RecursionError:
+                problem = "nested too deeply"
             if problem:  # checked before any insert: Milvus refuses some, stores others as null
                 raise RnnembedError(
                     f"metadata {i} is not plain JSON ({problem}); give objects with string "
@@ -490,7 +494,9 @@ class VectorStore:
         """Delete the rows with these ids; return how many there were."""
         if isinstance(ids, str):
             ids = [ids]
-        present = self._existing(check_texts(ids, "id", ordered=False))
+        # an id of another form is stored nowhere, and never reaches Milvus's filter expression
+        ids = [id_ for id_ in check_texts(ids, "id", ordered=False) if ROW_ID.fullmatch(id_)]
+        present = self._existing(ids)
         if present:
             with _milvus("delete rows"):
                 self.client.delete(self.collection, ids=sorted(present))
@@ -755,7 +761,8 @@ def _connect(uri: str, token: str, create: bool) -> tuple[MilvusClient, str | No
                 f"cannot reach Milvus at {uri} ({exc.message}); check the URI and the token, "
                 "and that the server is running"
             ) from None
-    path = Path(uri).expanduser().absolute()
+    # resolved: Milvus Lite runs one server per real path, however it is spelled
+    path = Path(uri).expanduser().resolve()
     if path.exists() and not path.is_dir():
         raise RnnembedError(
             f"{uri} is a file, not a Milvus Lite 3 database (those are folders; 2.x files cannot "
