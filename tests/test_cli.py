@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -252,3 +254,15 @@ def test_main_runs_in_a_thread_where_signals_cannot_be_set(capsys):
     thread.start()
     thread.join()
     assert codes == [0] and json.loads(capsys.readouterr().out)["datasets"]
+
+
+def test_jieba_loading_its_dictionary_stays_off_stderr():
+    """Milvus Lite's Chinese analyzer imports jieba, whose import set its logger to DEBUG after
+    the CLI had quieted it (a fresh process: jieba imported once, as in a command)."""
+    code = (
+        "from rnnembed import cli; cli._setup_logging(False); "
+        "import jieba; jieba.Tokenizer().initialize()"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-500:]
+    assert "prefix dict" not in done.stderr and "Loading model" not in done.stderr, done.stderr

@@ -234,6 +234,22 @@ def test_sigterm_unwinds_embed_as_ctrl_c_does(capsys, model, corpus, tmp_path, m
     assert signal.getsignal(signal.SIGTERM) is before  # main's handler lasts as long as main
 
 
+def test_a_file_name_that_is_not_utf8_is_refused_before_a_database_is_made(
+    capsys, model, corpus, tmp_path
+):
+    files = tmp_path / "files"
+    shutil.copytree(corpus, files)
+    (files / os.fsdecode(b"z\xffname.txt")).write_text("A line of text.\n", encoding="utf-8")
+    code, out, err = run(capsys, "index", model, files, "--db", tmp_path / "n.db")
+    assert code == 1 and "the file's name is not UTF-8 text" in err and "rename" in err
+    assert "Traceback" not in out + err and not (tmp_path / "n.db").exists()
+
+
+def test_an_output_that_cannot_be_created_is_named_as_given(capsys, model, corpus, tmp_path):
+    code, _, err = run(capsys, "embed", model, corpus, "--out", "/proc/vectors.npy")
+    assert code == 1 and "cannot write /proc/vectors.npy" in err and ".tmp" not in err
+
+
 def test_user_errors_print_one_line_not_a_traceback(capsys, model, corpus, db, tmp_path):
     (tmp_path / "empty").mkdir()
     cases = [

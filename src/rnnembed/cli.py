@@ -69,7 +69,11 @@ def _setup_logging(quiet: bool) -> None:
     handler = RichHandler(console=err_console, show_time=False, show_path=False)
     logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s", force=True)
     logging.getLogger("rnnembed").setLevel(logging.WARNING if quiet else logging.INFO)
-    logging.getLogger("jieba").setLevel(logging.WARNING)  # its DEBUG notes of loading a dictionary
+    # jieba (Milvus Lite's Chinese analyzer) sets its logger to DEBUG when first imported:
+    # imported here first, its notes of loading a dictionary stay off stderr
+    import jieba  # noqa: F401
+
+    logging.getLogger("jieba").setLevel(logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -586,11 +590,20 @@ def index(
     from rnnembed.language_model import LanguageModel
     from rnnembed.progress import ChunkProgress
     from rnnembed.store import VectorStore
+    from rnnembed.tokenizer import check_unicode
 
     _setup_logging(quiet or as_json)
     files = corpus_files(inputs)  # listed once: pruning compares with what was read
     if not files:
         raise empty_corpus(inputs)
+    for file in files:  # before any database is made: the name is each chunk's source
+        try:
+            check_unicode(str(file))
+        except RnnembedError:
+            raise RnnembedError(
+                f"{str(file)!r}: the file's name is not UTF-8 text, which a chunk's source must "
+                "be; rename the file"
+            ) from None
     lm = LanguageModel.load(model, device)
     read = {"encoding": encoding, "field": field, "column": column}
     count, blocks = _chunk_blocks(files, chunk, read, INDEX_BATCH)
