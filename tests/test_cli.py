@@ -171,6 +171,8 @@ def test_output_paths_that_cannot_be_written_are_refused_before_any_work(tmp_pat
     (model / "tokenizer.json").write_text("{}", encoding="utf-8")
     weights = model / "model.safetensors"
     weights.write_bytes(b"weights")
+    settings = tmp_path / "settings.json"  # a user's JSON file, not a tokenizer
+    settings.write_text('{"name": "mine"}', encoding="utf-8")
     cases = [
         (["tokenize", str(corpus), "--out", str(tmp_path / "folder")], "is a folder"),
         (["tokenize", str(corpus), "--out", str(corpus / "t.json")], "c.txt is a file"),
@@ -181,6 +183,15 @@ def test_output_paths_that_cannot_be_written_are_refused_before_any_work(tmp_pat
         (["tokenize", str(tmp_path), "--out", str(weights)], "does not end in .json"),
         (["embed", "no-model", str(corpus), "--out", str(weights)], "does not end in .npy"),
         (["tokenize", str(corpus), "--out", str(model / "tokenizer.json")], "is a model folder"),
+        (["tokenize", str(corpus), "--out", str(settings)], "is not an rnnembed tokenizer"),
+        (
+            ["train", str(corpus), "--out", str(tmp_path / "m"), "--tokenizer", "/nope/dir"],
+            "/nope/dir: no such tokenizer file or model folder",
+        ),
+        (
+            ["train", str(corpus), "--out", str(tmp_path / "m"), "--epochs", "1e308"],
+            "epochs must be above 0 and at most 1,000,000",
+        ),
     ]
     for argv, message in cases:
         code, out, err = run(capsys, *argv)
@@ -188,6 +199,8 @@ def test_output_paths_that_cannot_be_written_are_refused_before_any_work(tmp_pat
     assert corpus.read_text(encoding="utf-8") == "the cat sat\n"
     assert weights.read_bytes() == b"weights"
     assert (model / "tokenizer.json").read_text(encoding="utf-8") == "{}"
+    assert settings.read_text(encoding="utf-8") == '{"name": "mine"}'
+    assert not (tmp_path / "m").exists()
 
 
 def test_user_text_is_printed_as_written_not_read_as_markup(tmp_path, capsys):

@@ -31,6 +31,47 @@ def test_only_a_quickstart_folder_is_cleared(tmp_path):
     with pytest.raises(RnnembedError, match=r"did not make \(my-notes\)"):
         prepare_folder(ours)
     assert (ours / "my-notes" / "n.txt").read_text() == "keep" and (ours / "model").is_dir()
+    (ours / "my-notes" / "n.txt").unlink()
+    (ours / "my-notes").rmdir()
+    # inside the folders a run makes, the user's files are refused too; a run's own are not
+    (ours / "corpus").mkdir()
+    for name in ("train.txt", "my_notes.txt"):
+        (ours / "corpus" / name).write_text("text")
+    for name in ("config.json", ".model.safetensors.x1y2.tmp", "README-mine.md"):
+        (ours / "model" / name).write_text("{}")
+    with pytest.raises(RnnembedError, match=r"\(corpus/my_notes.txt, model/README-mine.md\)"):
+        prepare_folder(ours)
+    assert (ours / "corpus" / "my_notes.txt").is_file() and (ours / MARKER).is_file()
+
+
+def test_a_clear_that_fails_names_the_path_and_keeps_the_marker(tmp_path, monkeypatch):
+    ours = tmp_path / "ours"
+    prepare_folder(ours)
+    (ours / "model").mkdir()
+    (ours / "model" / "config.json").write_text("{}")
+
+    def refuse(path):
+        raise PermissionError(13, "Permission denied", "config.json")
+
+    monkeypatch.setattr(quickstart.shutil, "rmtree", refuse)
+    with pytest.raises(RnnembedError, match=r"cannot clear .*model for a new run \(Permission"):
+        prepare_folder(ours)
+    assert (ours / MARKER).is_file()  # so the next run, permissions fixed, may clear it
+    monkeypatch.undo()
+    prepare_folder(ours)
+    assert sorted(p.name for p in ours.iterdir()) == [MARKER]
+
+
+def test_a_budget_too_large_to_plan_is_refused_before_the_folder_is_cleared(tmp_path, capsys):
+    ours = tmp_path / "ours"
+    prepare_folder(ours)
+    (ours / "model").mkdir()
+    for minutes in ("1e308", "2e6"):
+        with pytest.raises(SystemExit) as done:
+            main(["quickstart", "--folder", str(ours), "--minutes", minutes])
+        err = capsys.readouterr().err
+        assert done.value.code == 1 and "minutes must be above 0 and at most 1,000,000" in err
+        assert "Traceback" not in err and (ours / "model").is_dir()
 
 
 def test_the_quickstart_runs_end_to_end(tmp_path, capsys, monkeypatch):

@@ -156,6 +156,14 @@ def tokenize(
             f"{out.parent} is a model folder, whose files must stay those it was trained with; "
             "write the tokenizer elsewhere"
         )
+    if out.is_file():  # only a tokenizer is replaced, never another JSON file
+        try:
+            Tokenizer.load(out)
+        except RnnembedError:
+            raise RnnembedError(
+                f"{out} exists and is not an rnnembed tokenizer; pass another --out, or move "
+                "the file away"
+            ) from None
 
     def texts():
         return iter_texts(corpus, encoding=encoding, field=field, column=column)
@@ -714,13 +722,14 @@ def quickstart(
     console.print(Text.assemble(("sample", "bold"), f" {result.sample}"))
     for query, mode, hits in result.searches:
         console.print(_hits_table(hits, Text(f"{query!r} ({mode})")), highlight=False)
-    console.print(
+    console.print(  # soft-wrapped: a command cut at the terminal's width could not be copied
         "\n[bold]Now with your own files:[/]\n"
         "  rnnembed train my_docs/ --out my-model --minutes 10\n"
         "  rnnembed index my-model my_docs/ --db my-index.db --chunk paragraphs\n"
         '  rnnembed search my-model "your question" --db my-index.db --mode hybrid\n'
         + escape(f'or search this one: rnnembed search {model} "open a file" --db {db}'),
         highlight=False,
+        soft_wrap=True,
     )
 
 

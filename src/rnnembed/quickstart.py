@@ -102,9 +102,39 @@ def write_corpus(folder: Path) -> tuple[Path, Path, int]:
     return train, valid, count
 
 
+def _not_made(folder: Path) -> list[str]:
+    """What a marked quickstart ``folder`` holds that no run makes: names beside ``MADE``, and
+    beside the corpus's and the model's own files (a temporary file of a write cut short is a
+    run's too). The Milvus Lite database's insides are its own."""
+    from rnnembed.language_model import BACKWARD, CONFIG, CURVE, TOKENIZER, WEIGHTS
+    from rnnembed.training import CHECKPOINT, METRICS
+
+    made = {
+        folder: MADE,
+        folder / CORPUS: {"train.txt", "valid.txt"},
+        folder / MODEL: {
+            CONFIG,
+            TOKENIZER,
+            WEIGHTS,
+            METRICS,
+            CURVE,
+            BACKWARD,
+            Path(CHECKPOINT).parts[0],
+        },
+    }
+    return sorted(
+        str(path.relative_to(folder))
+        for place, names in made.items()
+        if place.is_dir() and not place.is_symlink()
+        for path in place.iterdir()
+        if path.name not in names and not (path.name.startswith(".") and path.name.endswith(".tmp"))
+    )
+
+
 def prepare_folder(folder: Path) -> None:
-    """Start from an empty folder. Only what an earlier quickstart made there (``MADE``) is
-    cleared, and only from a folder it made (marked): anything else in it is refused."""
+    """Start from an empty folder. Only what an earlier quickstart made there is cleared, and
+    only from a folder it made (marked), whose marker goes last: anything else in it is
+    refused (:func:`_not_made`), and a clear that fails can be run again."""
     check_writable(folder, folder=True)
     if folder.exists() and any(folder.iterdir()):
         if not (folder / MARKER).is_file():
@@ -112,17 +142,23 @@ def prepare_folder(folder: Path) -> None:
                 f"{folder} exists and was not made by the quickstart; move it away or pass "
                 "another --folder"
             )
-        others = sorted(p.name for p in folder.iterdir() if p.name not in MADE)
+        others = _not_made(folder)
         if others:
             raise RnnembedError(
                 f"{folder} holds files the quickstart did not make ({', '.join(others)}), and "
                 "a new run clears the folder; move them out or pass another --folder"
             )
-        for path in folder.iterdir():
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
+        for path in sorted(folder.iterdir(), key=lambda p: p.name == MARKER):
+            try:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+            except OSError as exc:
+                raise RnnembedError(
+                    f"cannot clear {path} for a new run ({exc.strerror}: {exc.filename}); fix "
+                    "its permissions, or pass another --folder"
+                ) from None
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MARKER).write_text("made by `rnnembed quickstart`; safe to delete\n")
 

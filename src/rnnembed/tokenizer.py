@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import operator
+import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, KeysView, Set
 from itertools import chain, islice
@@ -331,7 +332,14 @@ def tokenizer_file(spec: str) -> Path | None:
     path = Path(spec)
     if path.is_dir():
         return path / MODEL_FILES[1]  # its tokenizer.json
-    return path if path.suffix.lower() == ".json" else None
+    if path.suffix.lower() == ".json":
+        return path
+    if "/" in spec or os.sep in spec:  # a path mistyped, not a kind
+        raise RnnembedError(
+            f"{spec}: no such tokenizer file or model folder; check the path, or give a kind "
+            f"({', '.join(KINDS)})"
+        )
+    return None
 
 
 def check_texts(texts: Iterable[str], name: str = "text", ordered: bool = True) -> list[str]:

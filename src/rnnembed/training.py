@@ -57,7 +57,12 @@ _RANGES: list[tuple[tuple[str, ...], Callable[[float], bool], str]] = [
         lambda v: v >= 0,
         "at least 0",
     ),
-    (("minutes", "epochs", "checkpoint_minutes"), lambda v: v > 0, "above 0"),
+    # at most about two years: 60 × minutes and epochs × steps stay finite
+    (
+        ("minutes", "epochs", "checkpoint_minutes"),
+        lambda v: 0 < v <= 1e6,
+        "above 0 and at most 1,000,000",
+    ),
     (("warmup", "final_lr"), lambda v: 0 <= v <= 1, "from 0 to 1"),
     (
         ("dropout_embedding", "dropout_hidden", "dropout_output"),
