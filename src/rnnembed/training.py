@@ -433,8 +433,12 @@ class Trainer:
 
     @property
     def _end_reserve(self) -> float:
-        """Seconds the last probe and the final full evaluation will take (as measured)."""
-        return (len(self.valid_probe) + len(self.valid_ids)) * self.eval_seconds_per_token
+        """Seconds the last probe and the final full evaluation will take: at the rate the
+        last evaluation measured or, before the first, a third of a training token's time (a
+        forward pass, without the backward), so a slow validation is reserved for from the
+        first steps on."""
+        rate = self.eval_seconds_per_token or self.elapsed / max(self.tokens, 1) / 3
+        return (len(self.valid_probe) + len(self.valid_ids)) * rate
 
     def _replan(self, steps_done: int, seconds: float) -> None:
         """With a time budget: total steps = steps so far + the time left (less the final
