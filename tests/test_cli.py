@@ -184,6 +184,7 @@ def test_output_paths_that_cannot_be_written_are_refused_before_any_work(tmp_pat
         (["embed", "no-model", str(corpus), "--out", str(weights)], "does not end in .npy"),
         (["tokenize", str(corpus), "--out", str(model / "tokenizer.json")], "is a model folder"),
         (["tokenize", str(corpus), "--out", str(settings)], "is not an rnnembed tokenizer"),
+        (["train", str(corpus), "--out", str(settings)], "is a file; --out names the folder"),
         (
             ["train", str(corpus), "--out", str(tmp_path / "m"), "--tokenizer", "/nope/dir"],
             "/nope/dir: no such tokenizer file or model folder",

@@ -204,7 +204,8 @@ def decoded_lines(
                 text = raw.decode("utf-8-sig" if utf8 and number == 1 else encoding)
             except UnicodeDecodeError as exc:
                 hint = (
-                    f"pass {option} cp1252 (or the file's real encoding)"
+                    f"if it is text, pass {option} cp1252 (or the file's real encoding); if "
+                    "not, leave it out"
                     if utf8
                     else f"pass the file's real {option}"
                 )

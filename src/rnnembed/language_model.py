@@ -534,7 +534,9 @@ def _discard_unsaved_run(out: Path, made: Path | None) -> None:
 
 
 def _check_fresh(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and not out.is_dir():
+        raise RnnembedError(f"{out} is a file; --out names the folder to train into: choose one")
+    if out.exists() and any(out.iterdir()):
         raise RnnembedError(
             f"{out} already exists and is not empty; pass --resume to continue the run in it, "
             "or choose a new --out folder"
