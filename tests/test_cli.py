@@ -130,6 +130,9 @@ def test_train_eval_generate_from_the_command_line(tmp_path, small_corpus, capsy
         capsys, "generate", str(out), "--prompt", "The", "--max-tokens", "20", "--seed", "1"
     )
     assert code == code2 == 0 and first == second and first.startswith("The")
+    from rnnembed.language_model import LanguageModel  # printed piece by piece, as drawn
+
+    assert first == LanguageModel.load(out).generate("The", max_tokens=20, seed=1) + "\n"
     for command in (["generate", str(out)], ["eval", "--ngram", "3", str(train), str(valid)]):
         code, _, err = run(capsys, *command, "--device", "gpu0")  # also where no model is loaded
         assert code == 1 and "unknown device 'gpu0'" in err and "Traceback" not in err

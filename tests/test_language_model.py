@@ -73,6 +73,21 @@ def test_generate_is_deterministic_under_a_seed(model_dir):
     assert greedy == lm.generate("The", max_tokens=10, temperature=0, seed=123)
 
 
+def test_generate_streams_its_text_in_pieces_as_drawn(model_dir, tmp_path, small_corpus):
+    lm = LanguageModel.load(model_dir)
+    word = LanguageModel.train([small_corpus[0]], tmp_path / "word", tokenizer="word", **TINY)
+    for model in (lm, word):
+        options = {"max_tokens": 40, "temperature": 1.0, "seed": 3}
+        pieces = list(model.generate_stream("The cat", **options))
+        assert len(pieces) > 10 and pieces[0] == "The cat"
+        assert "".join(pieces) == model.generate("The cat", **options)
+    stream = lm.generate_stream("The", max_tokens=10**20, seed=0)  # drawn only when asked
+    assert next(stream) == "The" and next(stream)
+    stream.close()
+    with pytest.raises(RnnembedError, match="temperature must be at least 0"):
+        next(lm.generate_stream("The", temperature=-1))  # before the prompt comes back
+
+
 def test_generate_returns_the_prompt_as_given(model_dir, tmp_path, small_corpus):
     lm = LanguageModel.load(model_dir)
     prompt = "Zyzzyva said:  héllo\tthere"

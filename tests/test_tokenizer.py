@@ -47,6 +47,22 @@ def test_bpe_round_trips_any_unicode(bpe_tok, text):
     assert bpe_tok.decode(bpe_tok.encode(text)) == text
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_decoding_in_pieces_gives_the_whole_decode(char_tok, bpe_tok, data):
+    """Any ids (byte tokens that spell no character, <eos>, <unk> among them) decode to the
+    same text whole and in pieces; no piece ends in half a character unless decode does."""
+    word = Tokenizer.train(TRAINING_TEXT, kind="word")
+    for tok in (char_tok, bpe_tok, word):
+        ids = data.draw(st.lists(st.integers(0, tok.vocab_size - 1), max_size=40))
+        pieces = list(tok.decode_pieces(ids))
+        assert "".join(pieces) == tok.decode(ids)
+    text = "林妹妹 café\nthe cat"  # characters of several bytes, spelled in byte tokens
+    for tok in (char_tok, bpe_tok):
+        pieces = list(tok.decode_pieces(tok.encode(text + "叆")))  # 叆: bytes in both
+        assert "".join(pieces) == text + "叆" and "\ufffd" not in "".join(pieces)
+
+
 def test_newline_is_eos_for_every_kind(char_tok, bpe_tok):
     word = Tokenizer.train(TRAINING_TEXT, kind="word")
     for tok in (char_tok, bpe_tok, word):

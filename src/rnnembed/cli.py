@@ -368,10 +368,10 @@ def generate(
     from rnnembed.language_model import LanguageModel
 
     lm = LanguageModel.load(model, device)
-    text = lm.generate(
-        prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed
-    )
-    console.out(text, highlight=False)
+    pieces = lm.generate_stream(prompt, max_tokens, temperature, top_k, top_p, seed)
+    for piece in pieces:  # printed as drawn: a long sample shows, and Ctrl-C keeps what it shows
+        console.out(piece, highlight=False, end="")
+    console.out("")
 
 
 @app.command(name="evaluate")

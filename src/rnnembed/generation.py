@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
 from rnnembed.config import DEFAULT_TEMPERATURE, check_seed, is_number, is_whole
@@ -26,7 +28,6 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
     return logits
 
 
-@torch.no_grad()
 def sample(
     model: RecurrentLM,
     context: list[int],
@@ -35,9 +36,10 @@ def sample(
     top_k: int = 0,
     top_p: float = 1.0,
     seed: int | None = None,
-) -> list[int]:
-    """Draw ``max_tokens`` ids after ``context`` (non-empty). Temperature 0 is greedy; the same
-    seed gives the same ids."""
+) -> Iterator[int]:
+    """Draw ``max_tokens`` ids after ``context`` (non-empty), one by one as they are drawn.
+    Temperature 0 is greedy; the same seed gives the same ids. The arguments are checked
+    here, before the first id is asked for."""
     if not context:
         raise RnnembedError("sampling needs at least one context token")
     numbers = is_number(temperature) and is_number(top_p)
@@ -57,25 +59,39 @@ def sample(
             raise RnnembedError(f"{name} must be {rule}, not {value}")
     if seed is not None:
         check_seed(seed)
-    model.eval()
-    device = next(model.parameters()).device
-    generator = torch.Generator(device="cpu")
-    generator.manual_seed(int(seed) if seed is not None else torch.seed())
-    state = None
-    for start in range(0, len(context), CONTEXT_WINDOW):  # memory bounded by the window
-        window = torch.tensor([context[start : start + CONTEXT_WINDOW]], device=device)
-        out = model(window, state)
-        state = out.state
-    logits = out.logits[0, -1].float().cpu()
-    drawn: list[int] = []
-    for _ in range(max_tokens):
+    return _draw(model, context, max_tokens, temperature, top_k, top_p, seed)
+
+
+def _draw(
+    model: RecurrentLM,
+    context: list[int],
+    max_tokens: int,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    seed: int | None,
+) -> Iterator[int]:
+    with torch.no_grad():
+        model.eval()
+        device = next(model.parameters()).device
+        generator = torch.Generator(device="cpu")
+        generator.manual_seed(int(seed) if seed is not None else torch.seed())
+        state = None
+        for start in range(0, len(context), CONTEXT_WINDOW):  # memory bounded by the window
+            window = torch.tensor([context[start : start + CONTEXT_WINDOW]], device=device)
+            out = model(window, state)
+            state = out.state
+        logits = out.logits[0, -1].float().cpu()
+    # no_grad in blocks that hold no yield: around one, it would reach the caller's code too
+    for drawn in range(1, max_tokens + 1):
         scaled = logits / temperature if temperature > 0 else logits
         if temperature == 0 or not torch.isfinite(scaled).all():  # a tiny temperature: greedy
             token = int(logits.argmax())
         else:
             filtered = filter_logits(scaled, top_k, top_p)
             token = int(torch.multinomial(filtered.softmax(dim=-1), 1, generator=generator))
-        drawn.append(token)
-        out = model(torch.tensor([[token]], device=device), state)
-        logits, state = out.logits[0, -1].float().cpu(), out.state
-    return drawn
+        yield token
+        if drawn < max_tokens:
+            with torch.no_grad():
+                out = model(torch.tensor([[token]], device=device), state)
+            logits, state = out.logits[0, -1].float().cpu(), out.state

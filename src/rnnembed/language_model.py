@@ -374,6 +374,19 @@ class LanguageModel:
     ) -> str:
         """The prompt, as given, followed by ``max_tokens`` sampled tokens, as text (a word
         tokenizer's words after a space)."""
+        return "".join(self.generate_stream(prompt, max_tokens, temperature, top_k, top_p, seed))
+
+    def generate_stream(
+        self,
+        prompt: str = "",
+        max_tokens: int = 100,
+        temperature: float = DEFAULT_TEMPERATURE,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> Iterator[str]:
+        """:meth:`generate`'s text in pieces as the tokens are drawn: the prompt, then each
+        piece once its characters are whole. The arguments are checked before the first."""
         check_text(prompt, 0, "prompt")
         prompt_ids = self.tokenizer.encode(prompt) if prompt else []
         drawn = sample(
@@ -385,9 +398,14 @@ class LanguageModel:
             top_p=top_p,
             seed=seed,
         )
-        text = self.tokenizer.decode(drawn)  # the prompt's own words, not their <unk>
+        if prompt:
+            yield prompt  # as given: not its tokens' text (a word model's <unk>)
         spaced = self.tokenizer.kind == "word" and prompt and not prompt[-1].isspace()
-        return prompt + (" " if spaced and text and not text.startswith("\n") else "") + text
+        for piece in self.tokenizer.decode_pieces(drawn):
+            if spaced and piece:  # the first word after the prompt's last
+                piece = piece if piece.startswith("\n") else " " + piece
+                spaced = False
+            yield piece
 
 
 def _train_direction(

@@ -187,24 +187,50 @@ class Tokenizer:
                 segments[-1].append(i)
         return "\n".join(self._decode_line(seg) for seg in segments)
 
+    def decode_pieces(self, ids: Iterable[int]) -> Iterator[str]:
+        """:meth:`decode` of ``ids`` in pieces, each as soon as its characters are whole (a
+        character spelled in several byte tokens waits for its last): for text that appears
+        as ids are drawn one by one. ``"".join(decode_pieces(ids)) == decode(ids)``."""
+        pending: list[int] = []
+        spaced = False  # a word tokenizer's next word in the line follows a space
+        for i in ids:
+            i = self._checked_id(i)
+            if i != self.eos_id:
+                pending.append(i)
+                text = self._decode_line(pending)
+                if text.endswith("\ufffd"):  # maybe a character not yet whole
+                    continue
+            elif pending:  # the line ends: what waits is all it will be
+                text = self._decode_line(pending)
+            else:
+                text = ""
+            if pending:
+                yield (" " if spaced else "") + text
+                pending, spaced = [], self.kind == "word"
+            if i == self.eos_id:
+                yield "\n"
+                spaced = False
+        if pending:
+            yield (" " if spaced else "") + self._decode_line(pending)
+
     def _checked_ids(self, ids: Iterable[int]) -> list[int]:
         """``ids`` (a list, an array, a tensor) as ints, or RnnembedError if one is not an id
         of this tokenizer (a negative one would index from the end)."""
         if isinstance(ids, str | bytes) or not isinstance(ids, Iterable):
             raise RnnembedError(f"token ids come as a list of ints, not {type(ids).__name__}")
-        values = []
-        for i in ids.tolist() if hasattr(ids, "tolist") else ids:
-            try:  # an int, numpy's or a one-value tensor; not a float, nor a bool
-                value = operator.index(i) if not isinstance(i, bool) else -1
-            except TypeError:
-                value = -1
-            if not 0 <= value < self.vocab_size:
-                raise RnnembedError(
-                    f"{i!r} is not a token id of this tokenizer: ids are whole numbers from 0 to "
-                    f"{self.vocab_size - 1}"
-                )
-            values.append(value)
-        return values
+        return [self._checked_id(i) for i in (ids.tolist() if hasattr(ids, "tolist") else ids)]
+
+    def _checked_id(self, i: object) -> int:
+        try:  # an int, numpy's or a one-value tensor; not a float, nor a bool
+            value = operator.index(i) if not isinstance(i, bool) else -1
+        except TypeError:
+            value = -1
+        if not 0 <= value < self.vocab_size:
+            raise RnnembedError(
+                f"{i!r} is not a token id of this tokenizer: ids are whole numbers from 0 to "
+                f"{self.vocab_size - 1}"
+            )
+        return value
 
     def _encode_lines(self, lines: list[str]) -> list[list[int]]:
         """Ids of each newline-free line; a line that is not Unicode text is a clear error."""
