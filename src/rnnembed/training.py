@@ -416,6 +416,7 @@ class Trainer:
         self.lr_scale = 1.0  # SGD's plateau divisions
         self.evaluated_step = -1
         self.eval_seconds_per_token = 0.0  # measured by each evaluation
+        self._after_first_step: tuple[float, int] | None = None  # (elapsed, tokens) of this run
         self.state: State | None = None
         self.train_loss_sum = 0.0
         self.train_loss_steps = 0
@@ -435,9 +436,12 @@ class Trainer:
     def _end_reserve(self) -> float:
         """Seconds the last probe and the final full evaluation will take: at the rate the
         last evaluation measured or, before the first, a third of a training token's time (a
-        forward pass, without the backward), so a slow validation is reserved for from the
-        first steps on."""
-        rate = self.eval_seconds_per_token or self.elapsed / max(self.tokens, 1) / 3
+        forward pass, without the backward) after the run's first step (which pays one-time
+        costs: a GPU's libraries starting), so a slow validation is reserved for early on."""
+        rate = self.eval_seconds_per_token
+        if not rate and self._after_first_step is not None:
+            seconds, tokens = self._after_first_step
+            rate = (self.elapsed - seconds) / max(self.tokens - tokens, 1) / 3
         return (len(self.valid_probe) + len(self.valid_ids)) * rate
 
     def _replan(self, steps_done: int, seconds: float) -> None:
@@ -563,6 +567,8 @@ class Trainer:
         while (stopped := self.finished()) is None:
             loss = self.step_once()
             self.elapsed = start_elapsed + clock() - run_start
+            if self._after_first_step is None:
+                self._after_first_step = (self.elapsed, self.tokens)
             if self.step % 10 == 0:
                 self._replan(self.step - start_step, clock() - run_start)
             if self.out_of_time:
