@@ -761,8 +761,10 @@ def _connect(uri: str, token: str, create: bool) -> tuple[MilvusClient, str | No
                 f"cannot reach Milvus at {uri} ({exc.message}); check the URI and the token, "
                 "and that the server is running"
             ) from None
-    # resolved: Milvus Lite runs one server per real path, however it is spelled
-    path = Path(uri).expanduser().resolve()
+    # normalised as Milvus Lite keys its servers (one per os.path.abspath), so that stores
+    # opened as a.db and sub/../a.db count as users of the one server; not resolved: a
+    # symlink's target need not end in .db, which Milvus Lite needs
+    path = Path(os.path.abspath(Path(uri).expanduser()))
     if path.exists() and not path.is_dir():
         raise RnnembedError(
             f"{uri} is a file, not a Milvus Lite 3 database (those are folders; 2.x files cannot "
