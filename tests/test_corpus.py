@@ -28,9 +28,6 @@ def test_folders_are_read_recursively_in_order_skipping_hidden(tmp_path):
     (tmp_path / "image.png").write_bytes(b"\x89PNG\0\0")
     assert list(iter_texts([tmp_path])) == ["b", "a", "c"]
     assert [p.name for p in corpus_files([tmp_path])] == ["b.txt", "a.md", "c.txt"]
-    # a file given twice, or also found in a given folder, is read once, at its first place
-    twice = [tmp_path / "sub" / "a.md", tmp_path, tmp_path / "sub" / "a.md"]
-    assert [p.name for p in corpus_files(twice)] == ["a.md", "b.txt", "c.txt"]
 
 
 def test_model_folders_inside_a_corpus_folder_are_not_read_as_text(tmp_path, caplog):

@@ -601,7 +601,8 @@ def index(
     from rnnembed.tokenizer import check_unicode
 
     _setup_logging(quiet or as_json)
-    files = corpus_files(inputs)  # listed once: pruning compares with what was read
+    # listed once (pruning compares with what was read), each file once: a chunk is stored once
+    files = list(dict.fromkeys(corpus_files(inputs)))
     if not files:
         raise empty_corpus(inputs)
     for file in files:  # before any database is made: the name is each chunk's source

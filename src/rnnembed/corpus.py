@@ -68,8 +68,7 @@ def check_paths(paths: object) -> list[Path]:
 
 def corpus_files(paths: Iterable[str | Path]) -> list[Path]:
     """The files behind ``paths``: files as given, folders searched recursively for files
-    ending in one of ``CORPUS_SUFFIXES``, in sorted order, each once (a file given twice, or
-    also found in a given folder, keeps its first place). Hidden files and folders are
+    ending in one of ``CORPUS_SUFFIXES``, in sorted order. Hidden files and folders are
     skipped, and so are rnnembed model folders (:func:`is_model_folder`): a model trained into
     its own corpus folder is not read as text, and the corpus stays the one it was."""
     files: list[Path] = []
@@ -96,7 +95,7 @@ def corpus_files(paths: Iterable[str | Path]) -> list[Path]:
             raise RnnembedError(f"{p}: not a regular file or folder; give text files or folders")
         else:
             raise RnnembedError(f"{p}: no such file or folder; check the path")
-    return list(dict.fromkeys(files))
+    return files
 
 
 def is_model_folder(folder: Path) -> bool:
