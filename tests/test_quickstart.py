@@ -39,8 +39,15 @@ def test_only_a_quickstart_folder_is_cleared(tmp_path):
         (ours / "corpus" / name).write_text("text")
     for name in ("config.json", ".model.safetensors.x1y2.tmp", "README-mine.md"):
         (ours / "model" / name).write_text("{}")
-    with pytest.raises(RnnembedError, match=r"\(corpus/my_notes.txt, model/README-mine.md\)"):
+    (ours / "model" / "checkpoint").mkdir()
+    (ours / "model" / "checkpoint" / "checkpoint.safetensors").write_text("")
+    (ours / "model" / "checkpoint" / "mine.txt").write_text("")
+    (ours / "model" / ".thesis.tmp").mkdir()  # a folder, not a write cut short
+    (ours / ".draft.tmp").write_text("")  # no run writes one at the top
+    with pytest.raises(RnnembedError, match="did not make") as refused:
         prepare_folder(ours)
+    names = ".draft.tmp, corpus/my_notes.txt, model/.thesis.tmp, model/README-mine.md, "
+    assert f"({names}model/checkpoint/mine.txt)" in str(refused.value)
     assert (ours / "corpus" / "my_notes.txt").is_file() and (ours / MARKER).is_file()
 
 
@@ -88,3 +95,4 @@ def test_the_quickstart_runs_end_to_end(tmp_path, capsys, monkeypatch):
     assert "rnnembed train my_docs/" in out
     assert (tmp_path / "qs" / "index.db").is_dir() and (tmp_path / "qs" / "model").is_dir()
     assert {p.name for p in (tmp_path / "qs").iterdir()} == MADE  # so a rerun may clear them
+    assert quickstart._not_made(tmp_path / "qs") == []

@@ -104,31 +104,31 @@ def write_corpus(folder: Path) -> tuple[Path, Path, int]:
 
 def _not_made(folder: Path) -> list[str]:
     """What a marked quickstart ``folder`` holds that no run makes: names beside ``MADE``, and
-    beside the corpus's and the model's own files (a temporary file of a write cut short is a
-    run's too). The Milvus Lite database's insides are its own."""
-    from rnnembed.language_model import BACKWARD, CONFIG, CURVE, TOKENIZER, WEIGHTS
+    beside the corpus's and the model's own files (and the temporary file of a write that was
+    cut short: ``.NAME.*.tmp``). The Milvus Lite database's insides are its own."""
+    from rnnembed.language_model import CONFIG, CURVE, TOKENIZER, WEIGHTS
     from rnnembed.training import CHECKPOINT, METRICS
 
+    checkpoint = Path(CHECKPOINT)
     made = {
         folder: MADE,
         folder / CORPUS: {"train.txt", "valid.txt"},
-        folder / MODEL: {
-            CONFIG,
-            TOKENIZER,
-            WEIGHTS,
-            METRICS,
-            CURVE,
-            BACKWARD,
-            Path(CHECKPOINT).parts[0],
-        },
+        folder / MODEL: {CONFIG, TOKENIZER, WEIGHTS, METRICS, CURVE, checkpoint.parts[0]},
+        folder / MODEL / checkpoint.parent: {checkpoint.name},
     }
-    return sorted(
-        str(path.relative_to(folder))
-        for place, names in made.items()
-        if place.is_dir() and not place.is_symlink()
-        for path in place.iterdir()
-        if path.name not in names and not (path.name.startswith(".") and path.name.endswith(".tmp"))
-    )
+    others = []
+    for place, names in made.items():
+        if not place.is_dir() or place.is_symlink():
+            continue
+        for path in place.iterdir():
+            cut_short = (
+                path.is_file()
+                and path.suffix == ".tmp"
+                and any(path.name.startswith(f".{name}.") for name in names)
+            )
+            if path.name not in names and not (place != folder and cut_short):
+                others.append(str(path.relative_to(folder)))
+    return sorted(others)
 
 
 def prepare_folder(folder: Path) -> None:
