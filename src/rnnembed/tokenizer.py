@@ -198,7 +198,9 @@ class Tokenizer:
             if i != self.eos_id:
                 pending.append(i)
                 text = self._decode_line(pending)
-                if text.endswith("\ufffd"):  # maybe a character not yet whole
+                if text.endswith("\ufffd") and self.kind != "word":  # maybe a character not whole
+                    if len(pending) > 8:  # bytes that spell nothing: what is final goes out
+                        pending = yield from self._final_part(pending, text)
                     continue
             elif pending:  # the line ends: what waits is all it will be
                 text = self._decode_line(pending)
@@ -212,6 +214,18 @@ class Tokenizer:
                 spaced = False
         if pending:
             yield (" " if spaced else "") + self._decode_line(pending)
+
+    def _final_part(self, pending: list[int], text: str) -> Iterator[str]:
+        """Yield the decoded head of ``pending`` (whose text is ``text``) that no later id can
+        change, and return the rest: a character has at most 4 bytes, each id gives at least
+        one, so one of 4 cuts before the last 3 ids falls between characters, where the two
+        parts decode to the whole. Keeps the ids a run of unfinished bytes waits on few."""
+        for cut in range(len(pending) - 3, len(pending) - 7, -1):
+            head = self._decode_line(pending[:cut])
+            if head + self._decode_line(pending[cut:]) == text:
+                yield head
+                return pending[cut:]
+        return pending
 
     def _checked_ids(self, ids: Iterable[int]) -> list[int]:
         """``ids`` (a list, an array, a tensor) as ints, or RnnembedError if one is not an id
