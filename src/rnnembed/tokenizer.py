@@ -191,29 +191,28 @@ class Tokenizer:
         """:meth:`decode` of ``ids`` in pieces, each as soon as its characters are whole (a
         character spelled in several byte tokens waits for its last): for text that appears
         as ids are drawn one by one. ``"".join(decode_pieces(ids)) == decode(ids)``."""
+        # ids wait only for characters spelled in bytes, so never a word tokenizer's, whose
+        # next word in a line follows a space
         pending: list[int] = []
-        spaced = False  # a word tokenizer's next word in the line follows a space
+        spaced = False
         for i in ids:
             i = self._checked_id(i)
-            if i != self.eos_id:
-                pending.append(i)
-                text = self._decode_line(pending)
-                if text.endswith("\ufffd") and self.kind != "word":  # maybe a character not whole
-                    if len(pending) > 8:  # bytes that spell nothing: what is final goes out
-                        pending = yield from self._final_part(pending, text)
-                    continue
-            elif pending:  # the line ends: what waits is all it will be
-                text = self._decode_line(pending)
-            else:
-                text = ""
-            if pending:
-                yield (" " if spaced else "") + text
-                pending, spaced = [], self.kind == "word"
-            if i == self.eos_id:
+            if i == self.eos_id:  # the line ends: what waits is all it will be
+                if pending:
+                    yield self._decode_line(pending)
+                pending, spaced = [], False
                 yield "\n"
-                spaced = False
+                continue
+            pending.append(i)
+            text = self._decode_line(pending)
+            if text.endswith("\ufffd") and self.kind != "word":  # maybe a character not whole
+                if len(pending) > 8:  # bytes that spell nothing: what is final goes out
+                    pending = yield from self._final_part(pending, text)
+                continue
+            yield (" " if spaced else "") + text
+            pending, spaced = [], self.kind == "word"
         if pending:
-            yield (" " if spaced else "") + self._decode_line(pending)
+            yield self._decode_line(pending)
 
     def _final_part(self, pending: list[int], text: str) -> Iterator[str]:
         """Yield the decoded head of ``pending`` (whose text is ``text``) that no later id can
