@@ -174,13 +174,17 @@ def test_decode_refuses_what_is_not_an_id(kind):
     ids = tok.encode("the cat sat")
     assert tok.decode(np.array(ids)) == tok.decode(ids) == tok.decode(list(torch.tensor(ids)))
     assert tok.id_to_token(torch.tensor(ids[0])) == tok.id_to_token(np.int64(ids[0]))
-    for bad in ([-1], [tok.vocab_size], [1.5], [True]):  # -1 read the last token, 1.5 an <unk>
-        with pytest.raises(RnnembedError, match=f"{bad[0]!r} is not a token id.*0 to"):
-            tok.decode(ids + bad)
+    assert "".join(tok.decode_pieces(np.array(ids))) == tok.decode(ids)
+    decoders = (tok.decode, lambda ids: "".join(tok.decode_pieces(ids)))
+    for decode in decoders:
+        for bad in ([-1], [tok.vocab_size], [1.5], [True]):  # -1 read the last token, 1.5 <unk>
+            with pytest.raises(RnnembedError, match=f"{bad[0]!r} is not a token id.*0 to"):
+                decode(ids + bad)
+        for bad, name in (("the cat", "str"), (5, "int")):
+            with pytest.raises(RnnembedError, match=f"come as a list of ints, not {name}"):
+                decode(bad)
     with pytest.raises(RnnembedError, match="not a token id"):
         tok.id_to_token(-1)
-    with pytest.raises(RnnembedError, match="token ids come as a list of ints, not str"):
-        tok.decode("the cat")
 
 
 def test_a_kind_is_not_hidden_by_a_folder_of_its_name(tmp_path, monkeypatch):

@@ -195,7 +195,7 @@ class Tokenizer:
         # next word in a line follows a space
         pending: list[int] = []
         spaced = False
-        for i in ids:
+        for i in _id_items(ids):
             i = self._checked_id(i)
             if i == self.eos_id:  # the line ends: what waits is all it will be
                 if pending:
@@ -229,9 +229,7 @@ class Tokenizer:
     def _checked_ids(self, ids: Iterable[int]) -> list[int]:
         """``ids`` (a list, an array, a tensor) as ints, or RnnembedError if one is not an id
         of this tokenizer (a negative one would index from the end)."""
-        if isinstance(ids, str | bytes) or not isinstance(ids, Iterable):
-            raise RnnembedError(f"token ids come as a list of ints, not {type(ids).__name__}")
-        return [self._checked_id(i) for i in (ids.tolist() if hasattr(ids, "tolist") else ids)]
+        return [self._checked_id(i) for i in _id_items(ids)]
 
     def _checked_id(self, i: object) -> int:
         try:  # an int, numpy's or a one-value tensor; not a float, nor a bool
@@ -426,6 +424,14 @@ def check_unicode(text: str, what: str = "a text") -> None:
             f"{what} holds {text[exc.start : exc.end]!r}, a lone surrogate, not Unicode text (at "
             f"character {exc.start} of {text[:40]!r}); send valid Unicode (UTF-8) text"
         ) from None
+
+
+def _id_items(ids: Iterable[int]) -> Iterable[object]:
+    """The items of ``ids`` (a list, an array, a tensor, any iterable), or RnnembedError if
+    it is not a sequence of ids at all."""
+    if isinstance(ids, str | bytes) or not isinstance(ids, Iterable):
+        raise RnnembedError(f"token ids come as a list of ints, not {type(ids).__name__}")
+    return ids.tolist() if hasattr(ids, "tolist") else ids
 
 
 def _check_kind(kind: str) -> None:
