@@ -190,7 +190,11 @@ def test_output_paths_that_cannot_be_written_are_refused_before_any_work(tmp_pat
         (["train", str(corpus), "--out", str(settings)], "is a file; --out names the folder"),
         (
             ["train", str(corpus), "--out", str(tmp_path / "m"), "--tokenizer", "/nope/dir"],
-            "/nope/dir: no such tokenizer file or model folder",
+            "'/nope/dir' is no tokenizer kind (char, word, bpe) nor a model folder",
+        ),
+        (  # a model folder's name mistyped is not taken for an unknown kind
+            ["train", str(corpus), "--out", str(tmp_path / "m"), "--tokenizer", "my-modl"],
+            "'my-modl' is no tokenizer kind (char, word, bpe) nor a model folder",
         ),
         (
             ["train", str(corpus), "--out", str(tmp_path / "m"), "--epochs", "1e308"],

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import operator
-import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, KeysView, Set
 from itertools import chain, islice
@@ -371,12 +370,10 @@ def tokenizer_file(spec: str) -> Path | None:
         return path / MODEL_FILES[1]  # its tokenizer.json
     if path.suffix.lower() == ".json":
         return path
-    if "/" in spec or os.sep in spec:  # a path mistyped, not a kind
-        raise RnnembedError(
-            f"{spec}: no such tokenizer file or model folder; check the path, or give a kind "
-            f"({', '.join(KINDS)})"
-        )
-    return None
+    raise RnnembedError(
+        f"{spec!r} is no tokenizer kind ({', '.join(KINDS)}) nor a model folder; give a kind, "
+        "a tokenizer FILE.json or a model DIR (check the path)"
+    )
 
 
 def check_texts(texts: Iterable[str], name: str = "text", ordered: bool = True) -> list[str]:
