@@ -167,6 +167,8 @@ def test_serve_refuses_bad_limits_before_it_starts(tmp_path, capsys, monkeypatch
 def test_output_paths_that_cannot_be_written_are_refused_before_any_work(tmp_path, capsys):
     corpus = tmp_path / "c.txt"
     corpus.write_text("the cat sat\n", encoding="utf-8")
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n", encoding="utf-8")
     (tmp_path / "folder").mkdir()
     model = tmp_path / "model"
     model.mkdir()
@@ -195,6 +197,10 @@ def test_output_paths_that_cannot_be_written_are_refused_before_any_work(tmp_pat
         (  # a model folder's name mistyped is not taken for an unknown kind
             ["train", str(corpus), "--out", str(tmp_path / "m"), "--tokenizer", "my-modl"],
             "'my-modl' is no tokenizer kind (char, word, bpe) nor a model folder",
+        ),
+        (  # named as what it is: not the training corpus
+            ["train", str(corpus), "--out", str(tmp_path / "m"), "--valid", str(blank)],
+            f"no text in {blank}; give files",
         ),
         (
             ["train", str(corpus), "--out", str(tmp_path / "m"), "--epochs", "1e308"],

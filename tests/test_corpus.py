@@ -126,11 +126,11 @@ def test_binary_and_empty_corpora_are_refused(tmp_path):
         list(read_corpus([binary]))
     empty = tmp_path / "empty.txt"
     empty.write_text("  \n\n", encoding="utf-8")
-    with pytest.raises(RnnembedError, match="corpus is empty"):
+    with pytest.raises(RnnembedError, match="no text in"):
         list(read_corpus([empty]))
     folder = tmp_path / "nothing"
     folder.mkdir()
-    with pytest.raises(RnnembedError, match="corpus is empty"):
+    with pytest.raises(RnnembedError, match="no text in"):
         list(read_corpus([folder]))
     many = [empty] * 5
     with pytest.raises(RnnembedError, match=r"empty.txt and 2 more;"):

@@ -139,7 +139,7 @@ def empty_corpus(paths: Sequence[str | Path], shown: int = 3) -> RnnembedError:
     if len(paths) > shown:
         names += f" and {len(paths) - shown} more"
     return RnnembedError(
-        f"the corpus is empty: no text in {names}; give files or folders that contain text "
+        f"no text in {names}; give files or folders that contain text "
         f"(folders are searched for {', '.join(sorted(CORPUS_SUFFIXES))}; hidden and model "
         "folders are skipped)"
     )
