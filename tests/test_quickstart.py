@@ -41,12 +41,15 @@ def test_only_a_quickstart_folder_is_cleared(tmp_path):
         (ours / "model" / name).write_text("{}")
     (ours / "model" / "checkpoint").mkdir()
     (ours / "model" / "checkpoint" / "checkpoint.safetensors").write_text("")
+    (ours / "model" / "checkpoint" / ".tmpJ6VQEJ").write_text("")  # safetensors' own, cut short
     (ours / "model" / "checkpoint" / "mine.txt").write_text("")
+    (ours / "corpus" / ".tmpABC123").write_text("")  # no weights are written there
     (ours / "model" / ".thesis.tmp").mkdir()  # a folder, not a write cut short
     (ours / ".draft.tmp").write_text("")  # no run writes one at the top
     with pytest.raises(RnnembedError, match="did not make") as refused:
         prepare_folder(ours)
-    names = ".draft.tmp, corpus/my_notes.txt, model/.thesis.tmp, model/README-mine.md, "
+    names = ".draft.tmp, corpus/.tmpABC123, corpus/my_notes.txt, model/.thesis.tmp, "
+    names += "model/README-mine.md, "
     assert f"({names}model/checkpoint/mine.txt)" in str(refused.value)
     assert (ours / "corpus" / "my_notes.txt").is_file() and (ours / MARKER).is_file()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import logging
+import re
 import shutil
 import sysconfig
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 MARKER = ".rnnembed-quickstart"
 CORPUS, MODEL, INDEX = "corpus", "model", "index.db"  # what a run writes in its folder
 MADE = frozenset({MARKER, CORPUS, MODEL, INDEX})
+SAFETENSORS_TMP = re.compile(r"\.tmp[0-9A-Za-z]{6}")  # where safetensors writes before renaming
 SKIPPED_PACKAGES = frozenset(
     {
         "idlelib",
@@ -104,8 +106,9 @@ def write_corpus(folder: Path) -> tuple[Path, Path, int]:
 
 def _not_made(folder: Path) -> list[str]:
     """What a marked quickstart ``folder`` holds that no run makes: names beside ``MADE``, and
-    beside the corpus's and the model's own files (and the temporary file of a write that was
-    cut short: ``.NAME.*.tmp``). The Milvus Lite database's insides are its own."""
+    beside the corpus's and the model's own files (and the temporary files of a write that was
+    cut short: ``.NAME.*.tmp``, and safetensors' own ``.tmpXXXXXX``). The Milvus Lite
+    database's insides are its own."""
     from rnnembed.language_model import CONFIG, CURVE, TOKENIZER, WEIGHTS
     from rnnembed.training import CHECKPOINT, METRICS
 
@@ -116,15 +119,15 @@ def _not_made(folder: Path) -> list[str]:
         folder / MODEL: {CONFIG, TOKENIZER, WEIGHTS, METRICS, CURVE, checkpoint.parts[0]},
         folder / MODEL / checkpoint.parent: {checkpoint.name},
     }
+    weights = (folder / MODEL, folder / MODEL / checkpoint.parent)
     others = []
     for place, names in made.items():
         if not place.is_dir() or place.is_symlink():
             continue
         for path in place.iterdir():
-            cut_short = (
-                path.is_file()
-                and path.suffix == ".tmp"
-                and any(path.name.startswith(f".{name}.") for name in names)
+            cut_short = path.is_file() and (
+                (path.suffix == ".tmp" and any(path.name.startswith(f".{n}.") for n in names))
+                or (place in weights and SAFETENSORS_TMP.fullmatch(path.name) is not None)
             )
             if path.name not in names and not (place != folder and cut_short):
                 others.append(str(path.relative_to(folder)))
