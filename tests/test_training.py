@@ -6,12 +6,13 @@ import subprocess
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from conftest import kill_at_first_checkpoint, train_command
 from rnnembed import RnnembedError, training
 from rnnembed.language_model import LanguageModel
 from rnnembed.model import CELLS, ModelConfig, RecurrentLM
+from rnnembed.tokenizer import Tokenizer
 from rnnembed.training import (
     CHECKPOINT,
     MALLOC_SETTINGS,
@@ -205,6 +206,33 @@ def test_a_run_failing_before_it_saves_weights_leaves_its_folder_as_found(
     assert (interrupted / "config.json").is_file()  # Ctrl-C: kept for --resume
 
 
+def test_a_run_stopped_as_it_started_starts_again(tmp_path, small_corpus, monkeypatch):
+    """Stopped between its config and its tokenizer (a kill), a run has nothing to resume: the
+    same command without --resume starts it again, and --resume says so."""
+    train, _ = small_corpus
+    out = tmp_path / "m"
+    with monkeypatch.context() as patch:
+
+        def killed(self, path):
+            raise KeyboardInterrupt
+
+        patch.setattr(Tokenizer, "save", killed)
+        with pytest.raises(KeyboardInterrupt):
+            LanguageModel.train([train], out, tokenizer="char", epochs=0.2, **TINY)
+    assert sorted(p.name for p in out.iterdir()) == ["config.json"]
+    (out / ".tokenizer.json.x1y2.tmp").write_text("{")  # its write, cut short
+    with pytest.raises(RnnembedError, match="stopped as it started.*without --resume"):
+        LanguageModel.train([train], out, resume=True)
+    (out / "notes.txt").write_text("mine")  # the user's own beside it: never cleared
+    with pytest.raises(RnnembedError, match="already exists and is not empty"):
+        LanguageModel.train([train], out, tokenizer="char", epochs=0.2, **TINY)
+    (out / "notes.txt").unlink()
+    lm = LanguageModel.train([train], out, tokenizer="char", epochs=0.2, **TINY)
+    assert lm.last_result.steps > 0 and (out / "tokenizer.json").is_file()
+    with pytest.raises(RnnembedError, match="already exists and is not empty"):
+        LanguageModel.train([train], out, tokenizer="char", epochs=0.2, **TINY)  # trained: kept
+
+
 def test_killed_and_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path, small_corpus):
     train, _ = small_corpus
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -238,6 +266,29 @@ def test_a_damaged_checkpoint_names_the_way_out_and_that_way_works(tmp_path, sma
     checkpoint.unlink()
     lm = LanguageModel.train([train], out, resume=True)
     assert lm.last_result.steps > 0 and checkpoint.is_file()
+
+
+def test_resume_finishes_a_run_stopped_between_its_final_evaluation_and_its_end(
+    tmp_path, small_corpus
+):
+    """Killed after the final record, before the sif statistics were fitted and saved: a
+    resume fits and saves them instead of taking the model as finished."""
+    train, _ = small_corpus
+    out = tmp_path / "run"
+    LanguageModel.train([train], out, tokenizer="char", epochs=0.2, **TINY)
+    done = LanguageModel.load(out).encode(["the cat sat"])
+    weights = load_file(out / "model.safetensors")
+    unfitted = {
+        k: torch.zeros_like(v) if k.startswith("stats.") and k != "stats.frequencies" else v
+        for k, v in weights.items()
+    }
+    save_file(unfitted, out / "model.safetensors", metadata={"format": "rnnembed"})
+    (out / "training_curve.png").unlink()
+    with pytest.raises(RnnembedError, match="no corpus statistics for the sif pooling"):
+        LanguageModel.load(out).encode(["the cat sat"])
+    LanguageModel.train([train], out, resume=True)
+    np.testing.assert_allclose(LanguageModel.load(out).encode(["the cat sat"]), done, atol=1e-6)
+    assert (out / "training_curve.png").is_file()
 
 
 def test_resume_takes_the_vocabulary_cap_the_run_was_started_with(tmp_path, small_corpus):

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from rnnembed.errors import RnnembedError
+
+# the file safetensors writes weights into before renaming it (left behind if killed meanwhile)
+SAFETENSORS_TMP = re.compile(r"\.tmp[0-9A-Za-z]{6}")
 
 
 @contextmanager

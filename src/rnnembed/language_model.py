@@ -20,7 +20,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rnnembed import embedding
-from rnnembed.atomic import atomic_path, atomic_write, check_path, check_writable
+from rnnembed.atomic import (
+    SAFETENSORS_TMP,
+    atomic_path,
+    atomic_write,
+    check_path,
+    check_writable,
+)
 from rnnembed.config import DEFAULT_TEMPERATURE, JsonConfig, check_flag, is_whole
 from rnnembed.corpus import MODEL_FILES, iter_texts
 from rnnembed.embedding import DEFAULT_POOLING, EmbeddingStream, check_pooling
@@ -152,6 +158,11 @@ class LanguageModel:
                         "machine lacks; resume it with --device auto (or cpu)"
                     ) from None
             config.check()  # as a new run's: make_optimizer and use_bf16 trust the config
+            if not (out / TOKENIZER).is_file() and _stopped_before_saving(out):
+                raise RnnembedError(
+                    f"{out}: the run stopped as it started, before it wrote its tokenizer, and "
+                    "trained nothing; run the same command without --resume to start it again"
+                )
             tok = Tokenizer.load(out / TOKENIZER)
             made_with = tokenizer_file(tokenizer) if tokenizer else None
             if made_with is not None:  # the file the run started from: no change
@@ -427,6 +438,8 @@ def _train_direction(
     model.set_frequencies(torch.bincount(train_ids, minlength=tok.vocab_size))
     if finals:  # on the device asked for, as a trained model is
         model = _load_weights(out / WEIGHTS, model).to(pick_device(config.device))
+        if not model.stats.fitted:  # stopped after its final evaluation, before the end's save
+            _finish(out, model, train_ids, tok, backward)
         return model, TrainResult.from_dict(finals[-1])
     trainer = Trainer(
         model,
@@ -452,10 +465,17 @@ def _train_direction(
             result = trainer.run()
     else:
         result = trainer.run()
-    embedding.fit_corpus_stats(model, train_ids.to(trainer.device), tok, backward)
+    _finish(out, model, train_ids, tok, backward)
+    return model, result
+
+
+def _finish(
+    out: Path, model: RecurrentLM, train_ids: torch.Tensor, tok: Tokenizer, backward: bool
+) -> None:
+    """What a run does after its final evaluation: fit the sif statistics, save, draw."""
+    embedding.fit_corpus_stats(model, train_ids.to(model.embed.weight.device), tok, backward)
     _save_weights(model, out / WEIGHTS)
     _write_curve(out)
-    return model, result
 
 
 def _log_evaluation(trainer: Trainer, record: dict) -> None:
@@ -536,13 +556,41 @@ def _first_missing(path: Path) -> Path | None:
     return missing
 
 
+def _saved_weights(out: Path) -> bool:
+    """Whether the run in ``out`` has saved weights or a checkpoint, of either direction."""
+    saved = (out / sub / name for sub in (".", BACKWARD) for name in (WEIGHTS, CHECKPOINT))
+    return any(file.is_file() for file in saved)
+
+
+def _stopped_before_saving(out: Path) -> bool:
+    """Whether ``out`` holds only a run stopped before it saved any weights: its config (a
+    run's, with the data's fingerprint), maybe its tokenizer and metrics, nothing else but
+    temporary files."""
+    mine = {CONFIG, TOKENIZER, METRICS, Path(CHECKPOINT).parts[0], BACKWARD}
+    try:
+        started = "data_fingerprint" in _read_config(out)
+    except RnnembedError:
+        return False
+    return (
+        started
+        and not _saved_weights(out)
+        and all(p.name in mine or _cut_short(p) for p in out.iterdir())
+    )
+
+
+def _cut_short(path: Path) -> bool:
+    """Whether ``path`` is the temporary file of a write that was cut short (ours, or the
+    one safetensors writes weights into)."""
+    ours = path.name.startswith(".") and path.suffix == ".tmp"
+    return path.is_file() and (ours or SAFETENSORS_TMP.fullmatch(path.name) is not None)
+
+
 def _discard_unsaved_run(out: Path, made: Path | None) -> None:
     """Leave ``out`` as a new run found it (absent, with the parents it made, or empty) if the
     run failed before saving any weights, so that the same command with other settings
     (smaller, after running out of memory) can start over there; a run with weights saved is
     kept for ``--resume``."""
-    saved = (out / sub / name for sub in (".", BACKWARD) for name in (WEIGHTS, CHECKPOINT))
-    if any(file.is_file() for file in saved):
+    if _saved_weights(out):
         return
     if made is not None:
         shutil.rmtree(made, ignore_errors=True)
@@ -552,8 +600,13 @@ def _discard_unsaved_run(out: Path, made: Path | None) -> None:
 
 
 def _check_fresh(out: Path) -> None:
+    """RnnembedError unless a new run can train into ``out``: absent, empty, or holding only a
+    run stopped before it saved anything (killed as it started), which is cleared."""
     if out.exists() and not out.is_dir():
         raise RnnembedError(f"{out} is a file; --out names the folder to train into: choose one")
+    if out.is_dir() and _stopped_before_saving(out):
+        log.info("%s: a run stopped there before it saved anything; starting afresh", out)
+        _discard_unsaved_run(out, None)
     if out.exists() and any(out.iterdir()):
         raise RnnembedError(
             f"{out} already exists and is not empty; pass --resume to continue the run in it, "

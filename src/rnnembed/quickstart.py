@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import ast
 import logging
-import re
 import shutil
 import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rnnembed.atomic import check_writable
+from rnnembed.atomic import SAFETENSORS_TMP, check_writable
 from rnnembed.errors import RnnembedError
 
 log = logging.getLogger(__name__)
@@ -24,7 +23,6 @@ log = logging.getLogger(__name__)
 MARKER = ".rnnembed-quickstart"
 CORPUS, MODEL, INDEX = "corpus", "model", "index.db"  # what a run writes in its folder
 MADE = frozenset({MARKER, CORPUS, MODEL, INDEX})
-SAFETENSORS_TMP = re.compile(r"\.tmp[0-9A-Za-z]{6}")  # where safetensors writes before renaming
 SKIPPED_PACKAGES = frozenset(
     {
         "idlelib",
