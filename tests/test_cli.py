@@ -88,6 +88,21 @@ def test_user_errors_print_a_message_not_a_traceback(tmp_path, capsys):
     assert not (tmp_path / "t.json").exists()
 
 
+def test_a_stopped_training_says_how_to_go_on(tmp_path, small_corpus, capsys, monkeypatch):
+    from rnnembed import training
+
+    def stopped(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training.Trainer, "run", stopped)
+    train, _ = small_corpus
+    out = tmp_path / "[m]"  # printed as written, not read as markup
+    argv = ["train", str(train), "--out", str(out), "--tokenizer", "char", "--hidden", "16"]
+    code, _, err = run(capsys, *argv)
+    assert code == 130 and "Traceback" not in err
+    assert f"stopped: the run in {out} is kept; the same command with --resume goes on" in err
+
+
 def test_train_eval_generate_from_the_command_line(tmp_path, small_corpus, capsys):
     train, valid = small_corpus
     out = tmp_path / "model"

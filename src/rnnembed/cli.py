@@ -260,7 +260,7 @@ def train(
     quiet: Quiet = False,
 ) -> None:
     """Train a recurrent language model on a corpus into a model folder."""
-    from rnnembed.language_model import LanguageModel
+    from rnnembed.language_model import CONFIG, LanguageModel
 
     _setup_logging(quiet or as_json)
     options = {
@@ -280,19 +280,29 @@ def train(
     if resume:  # the run keeps its settings: pass on only those given, which must match them
         options = {name: value for name, value in options.items() if _given(ctx, name)}
         tokenizer = tokenizer if _given(ctx, "tokenizer") else None
-    lm = LanguageModel.train(
-        corpus,
-        out,
-        valid=valid,
-        tokenizer=tokenizer,
-        vocab_size=vocab_size,
-        encoding=encoding,
-        field=field,
-        column=column,
-        resume=resume,
-        progress=not (quiet or as_json),
-        **options,
-    )
+    try:
+        lm = LanguageModel.train(
+            corpus,
+            out,
+            valid=valid,
+            tokenizer=tokenizer,
+            vocab_size=vocab_size,
+            encoding=encoding,
+            field=field,
+            column=column,
+            resume=resume,
+            progress=not (quiet or as_json),
+            **options,
+        )
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM: the run stays resumable
+        if (out / CONFIG).is_file():
+            err_console.print(
+                f"stopped: the run in {out} is kept; the same command with --resume goes on",
+                soft_wrap=True,
+                markup=False,
+                highlight=False,
+            )
+        raise
     summary = {**lm.last_result.to_dict(), "out": str(out)}
     if lm.backward is not None:
         backward = lm.results[1]
