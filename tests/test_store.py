@@ -157,6 +157,18 @@ def test_the_binding_is_read_from_properties_or_the_description(properties, desc
     assert _binding({"properties": properties, "description": description}) == binding
 
 
+def test_a_collection_cut_short_as_it_was_created_names_its_folder(lm, tmp_path):
+    db = tmp_path / "d.db"
+    VectorStore(db, model=lm).close()
+    left = db / "collections" / "c2"  # a kill between Milvus Lite's mkdir and its schema
+    left.mkdir()
+    with pytest.raises(RnnembedError, match=f"File exists: '{left}'.*stopped as it created"):
+        VectorStore(db, model=lm, collection="c2")
+    left.rmdir()
+    with VectorStore(db, model=lm, collection="c2") as store:
+        assert store.count() == 0
+
+
 def test_count_and_delete(lm, new_store):
     with new_store(model=lm) as s:
         assert s.count() == 0

@@ -282,13 +282,23 @@ class VectorStore:
                 output_field_names=["sparse"],
             )
         )
-        with _milvus("create the collection"):
-            self.client.create_collection(
-                self.collection,
-                schema=schema,
-                consistency_level="Strong",  # a row is searchable as soon as add returns
-                properties={PROPERTY + k: v for k, v in binding.items()},
-            )
+        try:
+            with _milvus("create the collection"):
+                self.client.create_collection(
+                    self.collection,
+                    schema=schema,
+                    consistency_level="Strong",  # a row is searchable as soon as add returns
+                    properties={PROPERTY + k: v for k, v in binding.items()},
+                )
+        except RnnembedError as exc:
+            # Milvus Lite makes a collection's folder, then writes its schema: a process killed
+            # in between leaves a folder, not a collection, that blocks every later creation
+            if "File exists" not in str(exc):
+                raise
+            raise RnnembedError(
+                f"{exc}; that folder was left by a run stopped as it created the collection "
+                f"{self.collection!r}, which it holds no rows of: delete it and run again"
+            ) from None
         log.info("created collection %r in %s", self.collection, self.uri)
 
     def _create_missing_indexes(self) -> None:
