@@ -88,18 +88,22 @@ def test_user_errors_print_a_message_not_a_traceback(tmp_path, capsys):
     assert not (tmp_path / "t.json").exists()
 
 
-def test_a_stopped_training_says_how_to_go_on(tmp_path, small_corpus, capsys, monkeypatch):
+@pytest.mark.parametrize("signal, code", [(KeyboardInterrupt, 130), (SystemExit(143), 143)])
+def test_a_stopped_training_says_how_to_go_on(
+    tmp_path, small_corpus, capsys, monkeypatch, signal, code
+):
+    """Ctrl-C, or SIGTERM (main's handler raises SystemExit(143))."""
     from rnnembed import training
 
     def stopped(self):
-        raise KeyboardInterrupt
+        raise signal
 
     monkeypatch.setattr(training.Trainer, "run", stopped)
     train, _ = small_corpus
     out = tmp_path / "[m]"  # printed as written, not read as markup
     argv = ["train", str(train), "--out", str(out), "--tokenizer", "char", "--hidden", "16"]
-    code, _, err = run(capsys, *argv)
-    assert code == 130 and "Traceback" not in err
+    exit_code, _, err = run(capsys, *argv)
+    assert exit_code == code and "Traceback" not in err
     assert f"stopped: the run in {out} is kept; the same command with --resume goes on" in err
 
 
@@ -207,11 +211,11 @@ def test_output_paths_that_cannot_be_written_are_refused_before_any_work(tmp_pat
         (["train", str(corpus), "--out", str(settings)], "is a file; --out names the folder"),
         (
             ["train", str(corpus), "--out", str(tmp_path / "m"), "--tokenizer", "/nope/dir"],
-            "'/nope/dir' is no tokenizer kind (char, word, bpe) nor a model folder",
+            "'/nope/dir' is no tokenizer kind (char, word, bpe), model folder or .json file",
         ),
         (  # a model folder's name mistyped is not taken for an unknown kind
             ["train", str(corpus), "--out", str(tmp_path / "m"), "--tokenizer", "my-modl"],
-            "'my-modl' is no tokenizer kind (char, word, bpe) nor a model folder",
+            "'my-modl' is no tokenizer kind (char, word, bpe), model folder or .json file",
         ),
         (  # named as what it is: not the training corpus
             ["train", str(corpus), "--out", str(tmp_path / "m"), "--valid", str(blank)],

@@ -42,6 +42,7 @@ def test_only_a_quickstart_folder_is_cleared(tmp_path):
     (ours / "model" / "checkpoint").mkdir()
     (ours / "model" / "checkpoint" / "checkpoint.safetensors").write_text("")
     (ours / "model" / "checkpoint" / ".tmpJ6VQEJ").write_text("")  # safetensors' own, cut short
+    (ours / "model" / ".tmpQ1w2E3").write_text("")  # and beside the weights
     (ours / "model" / "checkpoint" / "mine.txt").write_text("")
     (ours / "corpus" / ".tmpABC123").write_text("")  # no weights are written there
     (ours / "model" / ".thesis.tmp").mkdir()  # a folder, not a write cut short

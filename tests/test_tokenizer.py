@@ -183,6 +183,8 @@ def test_decode_refuses_what_is_not_an_id(kind):
         for bad, name in (("the cat", "str"), (5, "int")):
             with pytest.raises(RnnembedError, match=f"come as a list of ints, not {name}"):
                 decode(bad)
+    with pytest.raises(RnnembedError, match="come as a list of ints"):
+        tok.decode_pieces(5)  # when called, not first when read
     with pytest.raises(RnnembedError, match="not a token id"):
         tok.id_to_token(-1)
 

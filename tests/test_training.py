@@ -1,6 +1,7 @@
 import json
 import os
 import platform
+import shutil
 import subprocess
 
 import numpy as np
@@ -206,9 +207,9 @@ def test_a_run_failing_before_it_saves_weights_leaves_its_folder_as_found(
     assert (interrupted / "config.json").is_file()  # Ctrl-C: kept for --resume
 
 
-def test_a_run_stopped_as_it_started_starts_again(tmp_path, small_corpus, monkeypatch):
-    """Stopped between its config and its tokenizer (a kill), a run has nothing to resume: the
-    same command without --resume starts it again, and --resume says so."""
+def test_a_run_stopped_as_it_started_says_so(tmp_path, small_corpus, monkeypatch):
+    """Stopped between its settings and its tokenizer (a kill), a run has nothing to resume:
+    both a new run there and --resume say so and what to do, and clear nothing themselves."""
     train, _ = small_corpus
     out = tmp_path / "m"
     with monkeypatch.context() as patch:
@@ -220,17 +221,13 @@ def test_a_run_stopped_as_it_started_starts_again(tmp_path, small_corpus, monkey
         with pytest.raises(KeyboardInterrupt):
             LanguageModel.train([train], out, tokenizer="char", epochs=0.2, **TINY)
     assert sorted(p.name for p in out.iterdir()) == ["config.json"]
-    (out / ".tokenizer.json.x1y2.tmp").write_text("{")  # its write, cut short
-    with pytest.raises(RnnembedError, match="stopped as it started.*without --resume"):
-        LanguageModel.train([train], out, resume=True)
-    (out / "notes.txt").write_text("mine")  # the user's own beside it: never cleared
-    with pytest.raises(RnnembedError, match="already exists and is not empty"):
-        LanguageModel.train([train], out, tokenizer="char", epochs=0.2, **TINY)
-    (out / "notes.txt").unlink()
+    for resume in (False, True):
+        with pytest.raises(RnnembedError, match="stopped as it started.*delete the folder"):
+            LanguageModel.train([train], out, resume=resume, tokenizer="char", epochs=0.2)
+    assert sorted(p.name for p in out.iterdir()) == ["config.json"]
+    shutil.rmtree(out)
     lm = LanguageModel.train([train], out, tokenizer="char", epochs=0.2, **TINY)
-    assert lm.last_result.steps > 0 and (out / "tokenizer.json").is_file()
-    with pytest.raises(RnnembedError, match="already exists and is not empty"):
-        LanguageModel.train([train], out, tokenizer="char", epochs=0.2, **TINY)  # trained: kept
+    assert lm.last_result.steps > 0
 
 
 def test_killed_and_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path, small_corpus):

@@ -20,13 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rnnembed import embedding
-from rnnembed.atomic import (
-    SAFETENSORS_TMP,
-    atomic_path,
-    atomic_write,
-    check_path,
-    check_writable,
-)
+from rnnembed.atomic import atomic_path, atomic_write, check_path, check_writable
 from rnnembed.config import DEFAULT_TEMPERATURE, JsonConfig, check_flag, is_whole
 from rnnembed.corpus import MODEL_FILES, iter_texts
 from rnnembed.embedding import DEFAULT_POOLING, EmbeddingStream, check_pooling
@@ -158,11 +152,9 @@ class LanguageModel:
                         "machine lacks; resume it with --device auto (or cpu)"
                     ) from None
             config.check()  # as a new run's: make_optimizer and use_bf16 trust the config
-            if not (out / TOKENIZER).is_file() and _stopped_before_saving(out):
-                raise RnnembedError(
-                    f"{out}: the run stopped as it started, before it wrote its tokenizer, and "
-                    "trained nothing; run the same command without --resume to start it again"
-                )
+            stopped = _stopped_as_it_started(out)
+            if stopped:
+                raise stopped
             tok = Tokenizer.load(out / TOKENIZER)
             made_with = tokenizer_file(tokenizer) if tokenizer else None
             if made_with is not None:  # the file the run started from: no change
@@ -562,27 +554,20 @@ def _saved_weights(out: Path) -> bool:
     return any(file.is_file() for file in saved)
 
 
-def _stopped_before_saving(out: Path) -> bool:
-    """Whether ``out`` holds only a run stopped before it saved any weights: its config (a
-    run's, with the data's fingerprint), maybe its tokenizer and metrics, nothing else but
-    temporary files."""
-    mine = {CONFIG, TOKENIZER, METRICS, Path(CHECKPOINT).parts[0], BACKWARD}
+def _stopped_as_it_started(out: Path) -> RnnembedError | None:
+    """The error for ``out`` if it holds a run stopped between writing its settings and its
+    tokenizer (a kill), which has nothing to resume; None otherwise. Such a folder is never
+    cleared here: another process may be starting that run this very moment."""
     try:
-        started = "data_fingerprint" in _read_config(out)
+        started = "data_fingerprint" in _read_config(out)  # a run's settings, not a model's
     except RnnembedError:
-        return False
-    return (
-        started
-        and not _saved_weights(out)
-        and all(p.name in mine or _cut_short(p) for p in out.iterdir())
+        return None
+    if not started or (out / TOKENIZER).exists() or _saved_weights(out):
+        return None
+    return RnnembedError(
+        f"{out} holds only the settings of a run stopped as it started (no tokenizer, nothing "
+        "trained), which cannot be resumed: delete the folder and run the command again"
     )
-
-
-def _cut_short(path: Path) -> bool:
-    """Whether ``path`` is the temporary file of a write that was cut short (ours, or the
-    one safetensors writes weights into)."""
-    ours = path.name.startswith(".") and path.suffix == ".tmp"
-    return path.is_file() and (ours or SAFETENSORS_TMP.fullmatch(path.name) is not None)
 
 
 def _discard_unsaved_run(out: Path, made: Path | None) -> None:
@@ -600,15 +585,10 @@ def _discard_unsaved_run(out: Path, made: Path | None) -> None:
 
 
 def _check_fresh(out: Path) -> None:
-    """RnnembedError unless a new run can train into ``out``: absent, empty, or holding only a
-    run stopped before it saved anything (killed as it started), which is cleared."""
     if out.exists() and not out.is_dir():
         raise RnnembedError(f"{out} is a file; --out names the folder to train into: choose one")
-    if out.is_dir() and _stopped_before_saving(out):
-        log.info("%s: a run stopped there before it saved anything; starting afresh", out)
-        _discard_unsaved_run(out, None)
     if out.exists() and any(out.iterdir()):
-        raise RnnembedError(
+        raise _stopped_as_it_started(out) or RnnembedError(
             f"{out} already exists and is not empty; pass --resume to continue the run in it, "
             "or choose a new --out folder"
         )

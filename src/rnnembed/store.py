@@ -293,12 +293,12 @@ class VectorStore:
         except RnnembedError as exc:
             # Milvus Lite makes a collection's folder, then writes its schema: a process killed
             # in between leaves a folder, not a collection, that blocks every later creation
-            if "File exists" not in str(exc):
+            if self._lite_path is None or "File exists" not in str(exc):
                 raise
             raise RnnembedError(
                 f"{exc}; that folder was left by a run stopped as it created the collection "
-                f"{self.collection!r}, which it holds no rows of: delete it and run again"
-            ) from None
+                f"{self.collection!r} (it holds no rows): delete it and run again"
+            ) from exc
         log.info("created collection %r in %s", self.collection, self.uri)
 
     def _create_missing_indexes(self) -> None:

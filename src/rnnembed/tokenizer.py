@@ -190,11 +190,14 @@ class Tokenizer:
         """:meth:`decode` of ``ids`` in pieces, each as soon as its characters are whole (a
         character spelled in several byte tokens waits for its last): for text that appears
         as ids are drawn one by one. ``"".join(decode_pieces(ids)) == decode(ids)``."""
+        return self._pieces(_id_items(ids))
+
+    def _pieces(self, ids: Iterable[object]) -> Iterator[str]:
         # ids wait only for characters spelled in bytes, so never a word tokenizer's, whose
         # next word in a line follows a space
         pending: list[int] = []
         spaced = False
-        for i in _id_items(ids):
+        for i in ids:
             i = self._checked_id(i)
             if i == self.eos_id:  # the line ends: what waits is all it will be
                 if pending:
@@ -362,7 +365,7 @@ def tokenizer_for(
 def tokenizer_file(spec: str) -> Path | None:
     """The file of a tokenizer ``spec`` names, or None for a kind (char, word, bpe, which a
     folder of that name does not hide): a model folder's tokenizer.json, or a tokenizer file
-    that `rnnembed tokenize` wrote (.json)."""
+    that `rnnembed tokenize` wrote (.json); RnnembedError for anything else."""
     if spec in KINDS:
         return None
     path = Path(spec)
@@ -371,8 +374,8 @@ def tokenizer_file(spec: str) -> Path | None:
     if path.suffix.lower() == ".json":
         return path
     raise RnnembedError(
-        f"{spec!r} is no tokenizer kind ({', '.join(KINDS)}) nor a model folder; give a kind, "
-        "a tokenizer FILE.json or a model DIR (check the path)"
+        f"{spec!r} is no tokenizer kind ({', '.join(KINDS)}), model folder or .json file; "
+        "give a kind, a model DIR or a tokenizer FILE.json (check the path)"
     )
 
 
