@@ -260,7 +260,7 @@ def train(
     quiet: Quiet = False,
 ) -> None:
     """Train a recurrent language model on a corpus into a model folder."""
-    from rnnembed.corpus import MODEL_FILES
+    from rnnembed.corpus import is_model_folder
     from rnnembed.language_model import LanguageModel
 
     _setup_logging(quiet or as_json)
@@ -296,7 +296,7 @@ def train(
             **options,
         )
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM: the run stays resumable
-        if all((out / name).is_file() for name in MODEL_FILES):  # settings and tokenizer
+        if is_model_folder(out):  # its settings and tokenizer are there: it can go on
             err_console.print(
                 f"stopped: the run in {out} is kept; the same command with --resume goes on",
                 soft_wrap=True,
