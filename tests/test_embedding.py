@@ -264,6 +264,27 @@ def test_texts_encoded_in_blocks_get_the_vectors_they_get_together(models, monke
     np.testing.assert_allclose(lm.encode(TEXTS), whole, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["bpe", "word"])
+def test_token_ids_get_the_vectors_of_their_texts(models, kind):
+    lm = models[kind]
+    ids = lm.tokenizer.encode_batch(TEXTS)
+    np.testing.assert_allclose(lm.encode_ids(ids), lm.encode(TEXTS), atol=1e-6)
+    arrays = [np.array(i, dtype=np.int64) for i in ids]  # any sequence of ints
+    np.testing.assert_allclose(lm.encode_ids(arrays, pooling="mean"), lm.encode(TEXTS, "mean"))
+    assert lm.encode_ids([]).shape == (0, lm.dim())
+
+
+def test_bad_token_ids_are_clear_errors(models):
+    lm = models["bpe"]
+    with pytest.raises(RnnembedError, match=r"token_ids\[0\] is int, not a list of ids.*wrap"):
+        lm.encode_ids([5, 6])
+    with pytest.raises(RnnembedError, match=r"token_ids\[1\]: 300 is not a token id"):
+        lm.encode_ids([[5], [6, lm.tokenizer.vocab_size]])
+    for whole in ("ids", {(5,), (6,)}, 7):
+        with pytest.raises(RnnembedError, match="token_ids must be a list of id lists"):
+            lm.encode_ids(whole)
+
+
 def test_bad_arguments_are_clear_errors(models):
     lm = models["bpe"]
     with pytest.raises(RnnembedError, match="unknown pooling"):

@@ -118,15 +118,21 @@ def test_a_string_and_token_ids_are_inputs_too(client, lm):
     single = client.embeddings.create(model="tiny", input="just one string")
     np.testing.assert_allclose(vectors(single), lm.encode(["just one string"]), atol=1e-6)
     ids = [lm.tokenizer.encode(t) for t in TEXTS[:2]]
-    texts = [lm.tokenizer.decode(i) for i in ids]
     many = client.embeddings.create(model="tiny", input=ids)
-    np.testing.assert_allclose(vectors(many), lm.encode(texts), atol=1e-6)
+    np.testing.assert_allclose(vectors(many), lm.encode(TEXTS[:2]), atol=1e-6)
     assert many.usage.prompt_tokens == sum(map(len, ids))
     one = client.embeddings.create(model="tiny", input=ids[0])
-    np.testing.assert_allclose(vectors(one), lm.encode(texts[:1]), atol=1e-6)
-    unk = [lm.tokenizer.unk_id] * 4  # decodes to "<unk>" four times: more tokens once re-read
-    counted = client.embeddings.create(model="tiny", input=[unk]).usage.prompt_tokens
-    assert counted == len(lm.tokenizer.encode(lm.tokenizer.decode(unk))) > len(unk)
+    np.testing.assert_allclose(vectors(one), lm.encode(TEXTS[:1]), atol=1e-6)
+
+
+def test_token_ids_are_read_as_given_not_as_their_decoded_text(client, lm):
+    unk = [lm.tokenizer.unk_id] * 4  # decodes to the literal text "<unk>" four times
+    response = client.embeddings.create(model="tiny", input=[unk])
+    assert response.usage.prompt_tokens == len(unk)
+    np.testing.assert_allclose(vectors(response), lm.encode_ids([unk]), atol=1e-6)
+    as_text = lm.encode([lm.tokenizer.decode(unk)])
+    assert len(lm.tokenizer.encode(lm.tokenizer.decode(unk))) > len(unk)
+    assert not np.allclose(vectors(response), as_text, atol=1e-3)
 
 
 def test_dimensions_equal_to_the_models_is_accepted_any_other_refused(client, url, lm):
@@ -278,7 +284,7 @@ def test_concurrent_requests_are_all_answered_correctly(client, lm, chunks):
 
 
 class Gated:
-    """The model, with encode held until ``release`` is set (``entered`` says one is held)."""
+    """The model, with encode_ids held until ``release`` is set (``entered`` says one is held)."""
 
     def __init__(self, lm):
         self.lm, self.entered, self.release = lm, threading.Event(), threading.Event()
@@ -286,19 +292,19 @@ class Gated:
     def __getattr__(self, name):
         return getattr(self.lm, name)
 
-    def encode(self, texts, **options):
+    def encode_ids(self, token_ids, **options):
         self.entered.set()
         assert self.release.wait(30)
-        return self.lm.encode(texts, **options)
+        return self.lm.encode_ids(token_ids, **options)
 
 
 class Failing(Gated):
-    """The model, with encode failing on the text "boom"."""
+    """The model, with encode_ids failing on the ids of the text "boom"."""
 
-    def encode(self, texts, **options):
-        if "boom" in texts:
+    def encode_ids(self, token_ids, **options):
+        if self.lm.tokenizer.encode("boom") in token_ids:
             raise RuntimeError("boom")
-        return self.lm.encode(texts, **options)
+        return self.lm.encode_ids(token_ids, **options)
 
 
 def test_a_failing_encode_answers_500_and_the_server_keeps_serving(lm):

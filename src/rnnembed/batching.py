@@ -31,7 +31,7 @@ class QueueFull(Exception):
 
 @dataclass
 class _Job:
-    texts: list[str]
+    texts: list
     tokens: int
     future: Future = field(default_factory=Future)
 
@@ -49,14 +49,15 @@ class Batch:
 class Batcher:
     """Merge concurrent ``submit`` calls into few ``encode(texts)`` calls on one worker thread.
 
-    ``encode`` maps a list of texts to an array with one row per text. ``max_batch_requests``
-    of 1 turns batching off (each request alone), for comparison. ``on_batch`` is called on the
-    worker thread after each call. Start with :meth:`start`, stop with :meth:`close`.
+    ``encode`` maps a list of texts (as strings or, as the server sends them, token id lists)
+    to an array with one row per text. ``max_batch_requests`` of 1 turns batching off (each
+    request alone), for comparison. ``on_batch`` is called on the worker thread after each
+    call. Start with :meth:`start`, stop with :meth:`close`.
     """
 
     def __init__(
         self,
-        encode: Callable[[list[str]], np.ndarray],
+        encode: Callable[[list], np.ndarray],
         *,
         max_batch_tokens: int = 16_384,
         max_batch_requests: int | None = None,
@@ -100,7 +101,7 @@ class Batcher:
             self._thread.join()
             self._thread = None
 
-    def submit(self, texts: Sequence[str], tokens: int) -> Future:
+    def submit(self, texts: Sequence, tokens: int) -> Future:
         """Queue one request's texts (``tokens`` long in all); the future gets their vectors.
 
         Raises :class:`QueueFull` when ``max_queue`` requests are waiting already.

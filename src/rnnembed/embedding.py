@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence, Set
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -267,7 +267,6 @@ def _check_stats(lm: LanguageModel, pooling: str) -> None:
         )
 
 
-@torch.no_grad()
 def encode(
     lm: LanguageModel,
     texts: Sequence[str],
@@ -277,21 +276,70 @@ def encode(
 ) -> np.ndarray:
     """Embed ``texts``: float32 array (len(texts), dim), L2-normalised unless told otherwise.
 
-    Texts are batched in order of length (little padding), ``ENCODE_BLOCK`` of them at a time;
-    long ones run in windows carrying the state, so time grows linearly with length and memory
-    stays bounded beside the result.
+    Texts are tokenized and batched in order of length (little padding), ``ENCODE_BLOCK`` of
+    them at a time; long ones run in windows carrying the state, so time grows linearly with
+    length and memory stays bounded beside the result.
     """
+    texts = check_texts(texts)
+    blocks = (
+        lm.tokenizer.encode_batch(texts[first : first + ENCODE_BLOCK])
+        for first in range(0, len(texts), ENCODE_BLOCK)
+    )
+    return _encode_blocks(lm, blocks, len(texts), pooling, normalize, batch_size)
+
+
+def encode_ids(
+    lm: LanguageModel,
+    token_ids: Sequence[Sequence[int]],
+    pooling: str = DEFAULT_POOLING,
+    normalize: bool = True,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """:func:`encode` of texts given as the model's token ids, read as given (a text's ids
+    are ``lm.tokenizer.encode(text)``; ``<eos>`` ends a line). RnnembedError for an id that
+    is not the tokenizer's."""
+    if isinstance(token_ids, str | bytes | Set) or not isinstance(token_ids, Iterable):
+        raise RnnembedError(
+            f"token_ids must be a list of id lists, one per text, not {type(token_ids).__name__}"
+        )
+    checked = []
+    for i, ids in enumerate(token_ids):
+        if isinstance(ids, str | bytes) or not hasattr(ids, "__len__"):
+            raise RnnembedError(
+                f"token_ids[{i}] is {type(ids).__name__}, not a list of ids: give one list per "
+                "text (wrap a single text's ids in a list)"
+            )
+        try:
+            checked.append(lm.tokenizer.check_ids(ids))
+        except RnnembedError as exc:
+            raise RnnembedError(f"token_ids[{i}]: {exc}") from None
+    token_ids = checked
+    blocks = (
+        token_ids[first : first + ENCODE_BLOCK] for first in range(0, len(token_ids), ENCODE_BLOCK)
+    )
+    return _encode_blocks(lm, blocks, len(token_ids), pooling, normalize, batch_size)
+
+
+@torch.no_grad()
+def _encode_blocks(
+    lm: LanguageModel,
+    blocks: Iterator[list[list[int]]],
+    count: int,
+    pooling: str,
+    normalize: bool,
+    batch_size: int,
+) -> np.ndarray:
+    """The vectors of ``count`` texts whose token ids come in ``blocks``, in order."""
     check_pooling(pooling)
     check_flag(normalize, "normalize")
     if not is_whole(batch_size) or batch_size < 1:
         raise RnnembedError(f"batch_size must be a whole number, at least 1, not {batch_size!r}")
     _check_stats(lm, pooling)
-    texts = check_texts(texts)
     models = directions(lm)
     dims = [_model_dim(model, pooling) for model in models]
-    out = np.zeros((len(texts), sum(dims)), dtype=np.float32)
-    for first in range(0, len(texts), ENCODE_BLOCK):
-        token_ids = lm.tokenizer.encode_batch(texts[first : first + ENCODE_BLOCK])
+    out = np.zeros((count, sum(dims)), dtype=np.float32)
+    first = 0
+    for token_ids in blocks:
         column = 0
         for model, dim in zip(models, dims, strict=True):
             sequences = reading_order(token_ids, lm.tokenizer.eos_id, model is lm.backward)
@@ -301,6 +349,7 @@ def encode(
                 vectors = pool.vectors(normalize, model.stats).cpu().numpy()
                 out[[first + i for i in chosen], column : column + dim] = vectors
             column += dim
+        first += len(token_ids)
     if normalize and len(models) > 1:
         out /= np.sqrt(len(models))  # unit parts: a unit whole
     return out

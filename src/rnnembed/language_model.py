@@ -290,6 +290,18 @@ class LanguageModel:
             self, texts, pooling=pooling, normalize=normalize, batch_size=batch_size
         )
 
+    def encode_ids(
+        self,
+        token_ids: Sequence[Sequence[int]],
+        pooling: str = DEFAULT_POOLING,
+        normalize: bool = True,
+        batch_size: int = 64,
+    ) -> np.ndarray:
+        """:meth:`encode` of texts given as this model's token ids, read as given."""
+        return embedding.encode_ids(
+            self, token_ids, pooling=pooling, normalize=normalize, batch_size=batch_size
+        )
+
     def stream(self, pooling: str = DEFAULT_POOLING, normalize: bool = True) -> EmbeddingStream:
         """A running embedding: ``feed`` text in chunks, read ``vector()`` at any time."""
         return EmbeddingStream(self, pooling=pooling, normalize=normalize)

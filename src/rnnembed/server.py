@@ -4,8 +4,9 @@ Routes:
 
 - ``POST /v1/embeddings``: OpenAI's embeddings API. ``input`` is a string, a list of strings,
   a list of token ids or a list of lists of token ids. Token ids are the model's own (those of
-  ``lm.tokenizer``): they are decoded to text, which is embedded like any text, so a list of
-  ids gets the vector of ``lm.encode([lm.tokenizer.decode(ids)])``. ``encoding_format`` is
+  ``lm.tokenizer``) and are read as given: a list of ids gets the vector of
+  ``lm.encode_ids([ids])``, which for ``ids = lm.tokenizer.encode(text)`` is the vector of
+  ``lm.encode([text])``. ``encoding_format`` is
   ``float`` (the default) or ``base64`` (little-endian float32 bytes, what the official
   clients ask for); ``dimensions`` must equal the model's dimension if given. ``model`` is
   echoed back as the served model's name (one model per server). ``usage`` counts the
@@ -378,7 +379,7 @@ def create_app(
     dim = lm.dim(config.pooling)
     tokenizer = lm.tokenizer
     batcher = Batcher(
-        lambda texts: lm.encode(texts, pooling=config.pooling),
+        lambda token_ids: lm.encode_ids(token_ids, pooling=config.pooling),
         max_batch_tokens=config.max_batch_tokens,
         max_batch_requests=config.max_batch_requests,
         max_queue=config.max_queue,
@@ -420,16 +421,17 @@ def create_app(
 
     def prepare(
         items: list[str] | list[list[int]], param: str = "input", single: bool = False
-    ) -> tuple[list[str], list[int]]:
-        """Texts and each one's token count of the field ``param`` (a list of texts or token
-        ids; ``single``: the field held one, named without an index); ApiError if over a token
-        limit or not Unicode. Runs the tokenizer: call it off the loop."""
-        texts: list[str] = []
+    ) -> list[list[int]]:
+        """The token ids of each item of the field ``param`` (texts are tokenized, lists of ids
+        taken as given; ``single``: the field held one item, named without an index); ApiError
+        if an item is not Unicode, holds an id outside the vocabulary or is over a token limit.
+        Runs the tokenizer: call it off the loop."""
         for i, item in enumerate(items):
-            name = _item_name(param, i, single)
-            try:  # decode refuses an id outside the vocabulary
-                texts.append(item if isinstance(item, str) else tokenizer.decode(item))
-                check_unicode(texts[-1])
+            try:
+                if isinstance(item, str):
+                    check_unicode(item)
+                else:
+                    tokenizer.check_ids(item)
             except RnnembedError as exc:
                 hint = (
                     ""
@@ -437,9 +439,13 @@ def create_app(
                     else "; send text, or ids from this model's tokenizer (LangChain: "
                     "OpenAIEmbeddings(check_embedding_ctx_length=False))"
                 )
-                raise ApiError(400, f"{name}: {exc}{hint}", param=param) from None
-        # what is embedded is the text: token ids are counted as their decoded text re-encodes
-        counts = [len(ids) for ids in tokenizer.encode_batch(texts)]
+                raise ApiError(
+                    400, f"{_item_name(param, i, single)}: {exc}{hint}", param=param
+                ) from None
+        texts = [item for item in items if isinstance(item, str)]
+        encoded = iter(tokenizer.encode_batch(texts))
+        token_ids = [next(encoded) if isinstance(item, str) else item for item in items]
+        counts = [len(ids) for ids in token_ids]
         for i, n in enumerate(counts):
             if n > config.max_input_tokens:
                 raise ApiError(
@@ -455,7 +461,7 @@ def create_app(
                 f"{config.max_request_tokens:,} per request: send fewer inputs per request",
                 param=param,
             )
-        return texts, counts
+        return token_ids
 
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingRequest) -> Response:
@@ -477,9 +483,10 @@ def create_app(
                 f"cannot be served (leave dimensions out, or pass {dim})",
                 param="dimensions",
             )
-        texts, counts = await run_in_threadpool(prepare, items, "input", single)
+        token_ids = await run_in_threadpool(prepare, items, "input", single)
+        tokens = sum(len(ids) for ids in token_ids)
         try:
-            future = batcher.submit(texts, sum(counts))
+            future = batcher.submit(token_ids, tokens)
         except QueueFull:
             raise ApiError(
                 429,
@@ -489,9 +496,9 @@ def create_app(
                 headers={"Retry-After": "1"},
             ) from None
         vectors = await asyncio.wrap_future(future)
-        metrics.embedded(len(texts), sum(counts))
+        metrics.embedded(len(token_ids), tokens)
         content = await run_in_threadpool(
-            _embedding_body, vectors, body.encoding_format, config.model_name, sum(counts)
+            _embedding_body, vectors, body.encoding_format, config.model_name, tokens
         )
         return Response(content, media_type="application/json")
 

@@ -112,7 +112,7 @@ class Tokenizer:
         return len(self._vocab)
 
     def id_to_token(self, token_id: int) -> str:
-        return self._vocab[self._checked_ids([token_id])[0]]
+        return self._vocab[self.check_ids([token_id])[0]]
 
     def token_to_id(self, token: str) -> int | None:
         return self._index.get(token)
@@ -179,7 +179,7 @@ class Tokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         """Text of ``ids``; ``<eos>`` becomes a newline."""
         segments: list[list[int]] = [[]]
-        for i in self._checked_ids(ids):
+        for i in self.check_ids(ids):
             if i == self.eos_id:
                 segments.append([])
             else:
@@ -228,7 +228,7 @@ class Tokenizer:
                 return pending[cut:]
         return pending
 
-    def _checked_ids(self, ids: Iterable[int]) -> list[int]:
+    def check_ids(self, ids: Iterable[int]) -> list[int]:
         """``ids`` (a list, an array, a tensor) as ints, or RnnembedError if one is not an id
         of this tokenizer (a negative one would index from the end)."""
         return [self._checked_id(i) for i in _id_items(ids)]
