@@ -271,16 +271,19 @@ def test_token_ids_get_the_vectors_of_their_texts(models, kind):
     np.testing.assert_allclose(lm.encode_ids(ids), lm.encode(TEXTS), atol=1e-6)
     arrays = [np.array(i, dtype=np.int64) for i in ids]  # any sequence of ints
     np.testing.assert_allclose(lm.encode_ids(arrays, pooling="mean"), lm.encode(TEXTS, "mean"))
+    tensor = torch.tensor(ids[0])[None]  # a batch of one text as a 2-D tensor
+    np.testing.assert_allclose(lm.encode_ids(tensor), lm.encode(TEXTS[:1]), atol=1e-6)
     assert lm.encode_ids([]).shape == (0, lm.dim())
 
 
 def test_bad_token_ids_are_clear_errors(models):
     lm = models["bpe"]
-    with pytest.raises(RnnembedError, match=r"token_ids\[0\] is int, not a list of ids.*wrap"):
-        lm.encode_ids([5, 6])
+    for one_text in ([5, 6], torch.tensor([5, 6]), np.array([5, 6]), [{5, 6}]):
+        with pytest.raises(RnnembedError, match=r"token_ids\[0\] is \w+, not a list of ids.*wrap"):
+            lm.encode_ids(one_text)
     with pytest.raises(RnnembedError, match=r"token_ids\[1\]: 300 is not a token id"):
         lm.encode_ids([[5], [6, lm.tokenizer.vocab_size]])
-    for whole in ("ids", {(5,), (6,)}, 7):
+    for whole in ("ids", {(5,), (6,)}, {(5,): 1}, 7):
         with pytest.raises(RnnembedError, match="token_ids must be a list of id lists"):
             lm.encode_ids(whole)
 
@@ -347,9 +350,12 @@ def test_a_bidirectional_model_reads_both_ways(tmp_path, small_corpus, monkeypat
     both = again.encode(texts)
     np.testing.assert_allclose(np.linalg.norm(both, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(both, lm.encode(texts), atol=1e-5)
+    ids = again.tokenizer.encode_batch(texts)
+    np.testing.assert_allclose(again.encode_ids(ids), both, atol=1e-6)
     with monkeypatch.context() as patch:
         patch.setattr(embedding, "ENCODE_BLOCK", 1)  # each direction's columns, block by block
         np.testing.assert_allclose(again.encode(texts), both, atol=1e-5)
+        np.testing.assert_allclose(again.encode_ids(ids), both, atol=1e-5)
     forward_only = LanguageModel(again.model, again.tokenizer)
     half = both.shape[1] // 2
     np.testing.assert_allclose(both[:, :half] * np.sqrt(2), forward_only.encode(texts), atol=1e-5)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterable, Iterator, Sequence, Set
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -298,24 +298,31 @@ def encode_ids(
     """:func:`encode` of texts given as the model's token ids, read as given (a text's ids
     are ``lm.tokenizer.encode(text)``; ``<eos>`` ends a line). RnnembedError for an id that
     is not the tokenizer's."""
-    if isinstance(token_ids, str | bytes | Set) or not isinstance(token_ids, Iterable):
+    if isinstance(token_ids, str | bytes | Set | Mapping) or not isinstance(token_ids, Iterable):
         raise RnnembedError(
             f"token_ids must be a list of id lists, one per text, not {type(token_ids).__name__}"
         )
-    checked = []
-    for i, ids in enumerate(token_ids):
-        if isinstance(ids, str | bytes) or not hasattr(ids, "__len__"):
+    token_ids = list(token_ids)
+
+    def checked(i: int) -> list[int]:
+        ids = token_ids[i]
+        if (
+            isinstance(ids, str | bytes | Set | Mapping)
+            or not isinstance(ids, Iterable)
+            or getattr(ids, "ndim", 1) != 1
+        ):
             raise RnnembedError(
                 f"token_ids[{i}] is {type(ids).__name__}, not a list of ids: give one list per "
                 "text (wrap a single text's ids in a list)"
             )
         try:
-            checked.append(lm.tokenizer.check_ids(ids))
+            return lm.tokenizer.check_ids(ids)
         except RnnembedError as exc:
             raise RnnembedError(f"token_ids[{i}]: {exc}") from None
-    token_ids = checked
-    blocks = (
-        token_ids[first : first + ENCODE_BLOCK] for first in range(0, len(token_ids), ENCODE_BLOCK)
+
+    blocks = (  # checked a block at a time, as encode tokenizes: Python ints only for a block
+        [checked(i) for i in range(first, min(first + ENCODE_BLOCK, len(token_ids)))]
+        for first in range(0, len(token_ids), ENCODE_BLOCK)
     )
     return _encode_blocks(lm, blocks, len(token_ids), pooling, normalize, batch_size)
 

@@ -429,9 +429,10 @@ def check_unicode(text: str, what: str = "a text") -> None:
 def _id_items(ids: Iterable[int]) -> Iterable[object]:
     """The items of ``ids`` (a list, an array, a tensor, any iterable), or RnnembedError if
     it is not a sequence of ids at all."""
-    if isinstance(ids, str | bytes) or not isinstance(ids, Iterable):
+    items = ids.tolist() if hasattr(ids, "tolist") else ids  # a 0-d array gives one number
+    if isinstance(ids, str | bytes) or not isinstance(items, Iterable):
         raise RnnembedError(f"token ids come as a list of ints, not {type(ids).__name__}")
-    return ids.tolist() if hasattr(ids, "tolist") else ids
+    return items
 
 
 def _check_kind(kind: str) -> None:
