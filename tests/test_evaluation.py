@@ -9,7 +9,7 @@ import pytest
 from conftest import shared_file
 from rnnembed import RnnembedError
 from rnnembed.cli import main
-from rnnembed.evaluation import evaluate, senteval
+from rnnembed.evaluation import baselines, evaluate, senteval
 from rnnembed.evaluation.baselines import Doc2VecBaseline, Word2VecBaseline, train_baseline
 from rnnembed.evaluation.bow import is_cjk, vectorizer, words
 from rnnembed.evaluation.retrieval import ndcg_at, read_qrels, recall_at, score, search
@@ -130,6 +130,13 @@ def test_cp1252_and_utf8_label_files_read_right(tmp_path):
     texts, labels = read_labelled(path)
     assert texts == ["a café “gem” … really", "naïve but utf-8 ’s fine", "ð in TREC"]
     assert labels.tolist() == [1, 0, 1]
+
+
+@pytest.mark.parametrize("label", ["pos", "1.5", str(2**63)])
+def test_a_label_that_is_not_an_int64_is_refused(tmp_path, label):
+    path = write(tmp_path / "bad.all", ["1 fine", f"{label} a sentence"])
+    with pytest.raises(RnnembedError, match=r"bad.all:2: expected 'label sentence' with an int"):
+        read_labelled(path)
 
 
 def test_a_file_in_another_encoding_is_read_in_the_one_given(tmp_path, caplog):
@@ -510,6 +517,8 @@ def test_baselines_encode_like_a_model_and_run_every_task_kind(tmp_path, small_c
     for seconds in (0, float("inf"), float("nan")):
         with pytest.raises(RnnembedError, match=f"above 0, not {seconds}"):
             kind.train([small_corpus[0]], seconds=seconds, dim=16)
+    endless = kind.train([small_corpus[0]], seconds=1e308, dim=16, min_count=1)
+    assert endless.epochs == baselines.MAX_EPOCHS  # seconds / epoch time overflows to inf
     few = write(tmp_path / "few.txt", ["each word once"])
     with pytest.raises(RnnembedError, match="no word of the baseline corpus occurs 2 times"):
         kind.train([few], seconds=0.5, dim=16)

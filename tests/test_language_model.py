@@ -128,6 +128,10 @@ def test_sampling_settings_of_the_wrong_type_and_texts_that_are_not_lists(model_
     assert lm.generate("The", max_tokens=8, temperature=1e-45) == lm.generate(
         "The", max_tokens=8, temperature=0
     )  # a temperature so small that the scaled logits overflow samples greedily
+    for top_p in (1e-50, 1e-300):  # 0 in float32: the likeliest token is still kept
+        assert lm.generate("The", max_tokens=8, top_p=top_p, seed=1) == lm.generate(
+            "The", max_tokens=8, temperature=0
+        )
     with pytest.raises(RnnembedError, match="texts must be a list of strings, not str"):
         lm.perplexity("read one character per line")
     assert lm.generate("The", max_tokens=4, temperature=np.float32(0.5), seed=np.int64(1)) == (

@@ -114,8 +114,9 @@ def test_save_and_load_round_trip(tmp_path, char_tok, bpe_tok):
 
 
 def test_load_refuses_bad_files_clearly(tmp_path):
-    with pytest.raises(RnnembedError, match=r"vocab_size must be 0 \(the default\) or a whole"):
-        Tokenizer.train(["some text"], kind="word", vocab_size=2)
+    for kind, size in (("word", 2), ("bpe", 10**9)):  # 1e9: the BPE trainer would abort
+        with pytest.raises(RnnembedError, match=r"vocab_size must be 0 \(the default\) or a who"):
+            Tokenizer.train(["some text"], kind=kind, vocab_size=size)
     with pytest.raises(RnnembedError, match="no tokenizer file"):
         Tokenizer.load(tmp_path / "missing.json")
     broken = tmp_path / "broken.json"

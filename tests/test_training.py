@@ -70,6 +70,14 @@ def test_minutes_budget_stops_the_run(tmp_path, small_corpus):
     assert result.seconds >= 0.5 * 1.8
 
 
+def test_a_diverging_run_says_so_and_leaves_no_folder(tmp_path, small_corpus):
+    train, valid = small_corpus
+    options = {**TINY, "lr": 1000.0, "epochs": 2}
+    with pytest.raises(RnnembedError, match=r"training diverged: .* nan .*lower --lr"):
+        LanguageModel.train([train], tmp_path / "m", valid=[valid], tokenizer="char", **options)
+    assert not (tmp_path / "m").exists()
+
+
 @pytest.mark.parametrize(
     ("kind", "vocab", "minutes", "hidden", "streams", "softmax", "dropout"),
     [

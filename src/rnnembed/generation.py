@@ -24,6 +24,7 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
         sorted_logits, order = torch.sort(logits, descending=True)
         cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
         drop = cumulative - sorted_logits.softmax(dim=-1) >= top_p  # keeps the first past top_p
+        drop[..., 0] = False  # and the likeliest always: a top_p under float32's 1e-45 is 0
         logits[order[drop]] = float("-inf")
     return logits
 

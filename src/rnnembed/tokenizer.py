@@ -39,6 +39,9 @@ SPECIALS = (EOS, UNK)
 FORMAT = "rnnembed-tokenizer"
 BYTE_TOKENS = tuple(f"<0x{b:02X}>" for b in range(256))
 DEFAULT_BPE_VOCAB = 8000
+# the BPE trainer allocates ~70 bytes per vocabulary slot up front (1e9 slots: an abort for
+# 70 GB); a million ids is far beyond what a corpus here fills
+MAX_VOCAB = 1_000_000
 _BATCH_LINES = 1024
 
 
@@ -79,11 +82,15 @@ class Tokenizer:
         _check_kind(kind)
         fixed = len(SPECIALS) + (len(BYTE_TOKENS) if kind != "word" else 0)
         if vocab_size is not None and (
-            not is_whole(vocab_size) or vocab_size < 0 or 0 < vocab_size <= fixed
+            not is_whole(vocab_size)
+            or vocab_size < 0
+            or 0 < vocab_size <= fixed
+            or vocab_size > MAX_VOCAB
         ):
             raise RnnembedError(
                 f"vocab_size must be 0 (the default) or a whole number above {fixed} (a {kind} "
-                f"tokenizer's {fixed} fixed tokens and at least one learned), not {vocab_size!r}"
+                f"tokenizer's {fixed} fixed tokens and at least one learned) and at most "
+                f"{MAX_VOCAB:,}, not {vocab_size!r}"
             )
         if not is_whole(min_freq) or min_freq < 1:
             raise RnnembedError(f"min_freq must be a whole number of at least 1, not {min_freq!r}")

@@ -566,6 +566,11 @@ class Trainer:
         last_checkpoint = clock()
         while (stopped := self.finished()) is None:
             loss = self.step_once()
+            if not math.isfinite(loss):  # NaN weights stay NaN: nothing later would be kept
+                raise RnnembedError(
+                    f"training diverged: the loss became {loss} at step {self.step} (learning "
+                    f"rate {self.current_lr():g}); train again with a lower --lr"
+                )
             self.elapsed = start_elapsed + clock() - run_start
             if self._after_first_step is None:
                 self._after_first_step = (self.elapsed, self.tokens)

@@ -61,7 +61,7 @@ def _train_within(model, corpus: list, seconds: float) -> int:
     start = time.perf_counter()
     model.train(corpus, total_examples=len(corpus), epochs=1, start_alpha=alpha, end_alpha=alpha)
     done, epoch_seconds = 1, time.perf_counter() - start
-    planned = max(1, min(MAX_EPOCHS, int(seconds // epoch_seconds)))
+    planned = max(1, int(min(MAX_EPOCHS, seconds // epoch_seconds)))  # the quotient may be inf
     rates = np.linspace(alpha, min_alpha, planned)  # epoch d + 1 runs rates[d - 1] to rates[d]
     while done < planned and time.perf_counter() - start + epoch_seconds <= seconds:
         model.train(

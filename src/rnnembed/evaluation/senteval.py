@@ -68,10 +68,12 @@ def read_labelled(path: Path, encoding: str | None = None) -> tuple[list[str], n
         label, _, text = line.strip().partition(" ")
         try:
             labels.append(int(label))
+            if not -(2**63) <= labels[-1] < 2**63:  # numpy's int64, which the classifier needs
+                raise ValueError
         except ValueError:
             raise RnnembedError(
-                f"{path}:{number}: expected 'label sentence' with an integer label, got "
-                f"{line[:40]!r}"
+                f"{path}:{number}: expected 'label sentence' with an integer label (of at most "
+                f"18 digits), got {line[:40]!r}"
             ) from None
         texts.append(text)
     if not texts:
