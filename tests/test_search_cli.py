@@ -1,3 +1,4 @@
+import errno
 import json
 import os
 import re
@@ -232,6 +233,39 @@ def test_sigterm_unwinds_embed_as_ctrl_c_does(capsys, model, corpus, tmp_path, m
     assert [p.name for p in tmp_path.iterdir()] == ["vectors.npy"]  # no temporary file left
     assert out_file.read_bytes() == b"an earlier file"
     assert signal.getsignal(signal.SIGTERM) is before  # main's handler lasts as long as main
+
+
+def test_a_full_disk_is_a_clear_error_before_the_vectors_are_written(
+    capsys, model, corpus, tmp_path, monkeypatch
+):
+    out_file = tmp_path / "vectors.npy"
+    out_file.write_bytes(b"an earlier file")
+    sizes = []
+
+    def full(fd, offset, length):  # as posix_fallocate fails on a full disk
+        sizes.append(length)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "posix_fallocate", full, raising=False)
+    code, _, err = run(capsys, "embed", model, corpus, "--out", out_file, "--quiet")
+    assert code == 1 and "No space left on device: free some space, or write the out" in err
+    assert sizes and sizes[0] > 128  # the whole file: the header and every vector
+    assert "Traceback" not in err and out_file.read_bytes() == b"an earlier file"
+    assert [p.name for p in tmp_path.iterdir()] == ["vectors.npy"]  # no temporary file left
+
+
+def test_a_weights_file_the_disk_cannot_hold_is_an_oserror(tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    from rnnembed.atomic import save_tensors
+
+    def full(tensors, filename, metadata=None):
+        raise SafetensorError("Error while serializing: I/O error: No space left (os error 28)")
+
+    monkeypatch.setattr("safetensors.torch.save_file", full)
+    with pytest.raises(OSError, match="cannot write .*w.safetensors.*os error 28") as raised:
+        save_tensors(tmp_path / "w.safetensors", {}, metadata={})
+    assert raised.value.errno == errno.ENOSPC and list(tmp_path.iterdir()) == []
 
 
 def test_a_file_name_that_is_not_utf8_is_refused_before_a_database_is_made(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
@@ -35,6 +36,33 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def save_tensors(path: str | Path, tensors: dict, metadata: dict[str, str]) -> None:
+    """safetensors' ``save_file`` of ``tensors`` to ``path``, atomically. Its write errors (a
+    full disk) come as OSError, as every other write's do, not as safetensors' own error."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except SafetensorError as exc:
+            full = "os error 28" in str(exc)  # the Rust writer's text is all it gives
+            error = errno.ENOSPC if full else errno.EIO
+            raise OSError(error, f"cannot write {path}: {exc}") from None
+
+
+def reserve_space(path: Path) -> None:
+    """Allocate the disk blocks of the file ``path`` (sparse, as a fresh memory map is) now,
+    so that a full disk is an OSError (ENOSPC) here rather than a SIGBUS at a later write
+    into the map. Where the system has no ``posix_fallocate``, nothing is done."""
+    if hasattr(os, "posix_fallocate"):
+        fd = os.open(path, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
 
 
 def _umask() -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -87,7 +88,10 @@ def main(argv: list[str] | None = None) -> None:
     except RnnembedError as exc:
         _print_error(str(exc))
     except OSError as exc:  # the system refused: permissions, a folder where a file goes, ...
-        _print_error(f"{exc}; check the path and its permissions" if exc.filename else str(exc))
+        if exc.errno == errno.ENOSPC:
+            _print_error(f"{exc}: free some space, or write the output elsewhere")
+        else:
+            _print_error(f"{exc}; check the path and its permissions" if exc.filename else str(exc))
     except (MemoryError, RuntimeError) as exc:  # PyTorch's CPU allocator raises RuntimeError
         sentences = str(exc).split(". ")
         found = [i for i, said in enumerate(sentences) if any(w in said for w in OUT_OF_MEMORY)]
@@ -545,7 +549,7 @@ def embed(
     file of unit vectors, written block by block (memory-mapped)."""
     import numpy as np
 
-    from rnnembed.atomic import atomic_path, check_writable
+    from rnnembed.atomic import atomic_path, check_writable, reserve_space
     from rnnembed.embedding import ENCODE_BLOCK
     from rnnembed.language_model import LanguageModel
     from rnnembed.progress import ChunkProgress
@@ -557,6 +561,7 @@ def embed(
     shape = (count, lm.dim(pooling))
     with atomic_path(out) as tmp, ChunkProgress("embed", count, quiet or as_json) as progress:
         vectors = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+        reserve_space(tmp)  # a mapped page the disk cannot hold would kill us with SIGBUS
         done = 0
         for block in blocks:
             vectors[done : done + len(block)] = lm.encode([c.text for c in block], pooling=pooling)

@@ -17,10 +17,10 @@ from typing import TypeVar
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from rnnembed import embedding
-from rnnembed.atomic import atomic_path, atomic_write, check_path, check_writable
+from rnnembed.atomic import atomic_path, atomic_write, check_path, check_writable, save_tensors
 from rnnembed.config import DEFAULT_TEMPERATURE, JsonConfig, check_flag, is_whole
 from rnnembed.corpus import MODEL_FILES, iter_texts
 from rnnembed.embedding import DEFAULT_POOLING, EmbeddingStream, check_pooling
@@ -492,8 +492,7 @@ def _log_evaluation(trainer: Trainer, record: dict) -> None:
 
 def _save_weights(model: RecurrentLM, path: Path) -> None:
     tensors = {k: v.detach().cpu().contiguous() for k, v in model_tensors(model).items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "rnnembed"})
+    save_tensors(path, tensors, metadata={"format": "rnnembed"})
 
 
 def _model_folder(path: object) -> Path:

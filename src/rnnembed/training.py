@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from rnnembed.atomic import atomic_path
+from rnnembed.atomic import save_tensors
 from rnnembed.config import JsonConfig, check_seed
 from rnnembed.errors import RnnembedError
 from rnnembed.model import (
@@ -642,8 +642,7 @@ class Trainer:
         trainer = {key: getattr(self, key) for key in self.RESUMABLE}
         trainer["param_groups"] = optim["param_groups"]
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        with atomic_path(self.out / CHECKPOINT) as tmp:
-            save_file(tensors, str(tmp), metadata={"trainer": json.dumps(trainer)})
+        save_tensors(self.out / CHECKPOINT, tensors, metadata={"trainer": json.dumps(trainer)})
 
     def load_checkpoint(self) -> None:
         path = self.out / CHECKPOINT
