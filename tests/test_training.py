@@ -138,6 +138,7 @@ def test_an_existing_folder_is_not_overwritten(tmp_path, small_corpus):
         ({"minutes": -1}, "minutes must be above 0 and at most 1,000,000, not -1"),
         ({"epochs": 0}, "epochs must be above 0"),
         ({"lr": -1e-3}, "lr must be at least 0"),
+        ({"layers": 1000}, "layers must be at most 100, not 1000"),
         ({"dropout_hidden": 1.0}, "dropout_hidden must be from 0 to below 1"),
         ({"warmup": float("nan")}, "warmup must be a finite number from 0 to 1, not nan"),
         ({"minutes": float("inf")}, "minutes must be a finite number above 0 and at most"),

@@ -64,6 +64,9 @@ _RANGES: list[tuple[tuple[str, ...], Callable[[float], bool], str]] = [
         "above 0 and at most 1,000,000",
     ),
     (("warmup", "final_lr"), lambda v: 0 <= v <= 1, "from 0 to 1"),
+    # recurrent LMs stack 1 to 4; thousands of tiny layers pass the memory check and then take
+    # minutes to build and step, far past any --minutes budget
+    (("layers",), lambda v: v <= 100, "at most 100"),
     (
         ("dropout_embedding", "dropout_hidden", "dropout_output"),
         lambda v: 0 <= v < 1,
