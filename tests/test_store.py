@@ -183,7 +183,7 @@ def test_count_and_delete(lm, new_store):
         assert s.count() == 1
 
 
-def test_the_sources_in_a_file_or_folder_are_its_rows_only(lm, new_store):
+def test_the_sources_in_a_file_or_folder_are_its_rows_only(lm, new_store, tmp_path, monkeypatch):
     sources = [
         "d/a_b.txt:1",
         "d/axb.txt:1",  # _ is a LIKE wildcard
@@ -201,6 +201,12 @@ def test_the_sources_in_a_file_or_folder_are_its_rows_only(lm, new_store):
         assert set(s.sources_in('d/we"ird\\café 中文')) == {ids[6]}
         assert s.sources_in("d") == {i: by_id[i] for i in ids[:7]}  # a folder: all under it
         assert s.sources_in("none.txt") == {}
+        monkeypatch.chdir(tmp_path)
+        (tmp_path / "d").mkdir()
+        label = s.add(["a labelled row"], sources=["L" * 300])  # longer than a file name
+        assert set(s.sources_in(".")) == set(ids[:7]) and label[0] not in s.sources_in(".")
+        with pytest.raises(RnnembedError, match="argument is a path .str or Path., not NoneType"):
+            s.sources_in(None)
 
 
 def test_dense_search_finds_a_stored_text_from_its_exact_wording(store, chunks):
@@ -299,12 +305,21 @@ def test_bad_arguments_are_clear_errors(store):
             store.add(texts, metadata=[{}] * 599 + [meta])  # Milvus refused it mid-way
     with pytest.raises(RnnembedError, match="sources must be a list of strings, not str"):
         store.add(["a", "b"], sources="ab")  # it was read as the sources "a" and "b"
-    deep: list = []
-    for _ in range(5000):
-        deep = [deep]
-    with pytest.raises(RnnembedError, match="metadata 0 is not plain JSON .nested too deeply"):
-        store.add(["a"], metadata=[{"a": deep}])  # a RecursionError before
+
+    def nested(levels: int) -> dict:
+        meta: dict = {"leaf": 1}
+        for _ in range(levels - 1):
+            meta = {"a": meta}
+        return meta
+
+    for levels in (600, 5000):  # a search returning the row failed, then add itself
+        texts = [f"a deep text {i}" for i in range(600)]
+        with pytest.raises(RnnembedError, match="metadata 599 .*nested more than 64 levels"):
+            store.add(texts, metadata=[{}] * 599 + [nested(levels)])
     assert store.count() == before
+    store.add(["the deepest metadata kept"], metadata=[nested(64)])
+    (hit,) = store.search("the deepest metadata kept", k=1, mode="bm25")
+    assert hit.to_dict()["metadata"] == nested(64)
 
 
 def test_a_closed_store_says_so(lm, new_store):

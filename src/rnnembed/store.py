@@ -29,7 +29,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -46,6 +46,7 @@ from pymilvus import (
 )
 from pymilvus.milvus_client.index import IndexParam
 
+from rnnembed.atomic import check_path
 from rnnembed.config import check_model, is_whole
 from rnnembed.corpus import CORPUS_SUFFIXES, source_file
 from rnnembed.errors import RnnembedError
@@ -83,6 +84,9 @@ HYBRID_CANDIDATES = 50  # hits each of dense and BM25 hand to the fusion
 RRF_K = 60
 COLLECTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # Milvus's rule for a new one
 BATCH = 512  # texts embedded and rows inserted at a time
+# metadata nested deeper is refused: Milvus's JSON encoder and Python's recursion give out near
+# a thousand levels, and no record needs a tenth of this
+MAX_METADATA_DEPTH = 64
 ID_BATCH = 1_000  # ids looked up at a time
 SCAN_BATCH = 16_384  # rows a query iterator returns at a time (Milvus's most)
 OUTPUT_FIELDS = ["text", "source", "metadata"]
@@ -111,7 +115,8 @@ class Hit:
     metadata: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The hit's fields; ``metadata`` is the hit's own object, not a copy."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def row_id(text: str, source: str = "") -> str:
@@ -386,10 +391,7 @@ class VectorStore:
                 raise RnnembedError(f"source {i} holds a NUL character, which no path has")
             if not isinstance(meta, dict):
                 raise RnnembedError(f"metadata {i} is not a dict; give a JSON object per text")
-            try:
-                problem = _json_problem(meta)
-            except RecursionError:
-                problem = "nested too deeply"
+            problem = _json_problem(meta)
             if problem:  # checked before any insert: Milvus refuses some, stores others as null
                 raise RnnembedError(
                     f"metadata {i} is not plain JSON ({problem}); give objects with string "
@@ -482,10 +484,13 @@ class VectorStore:
     def sources_in(self, path: str) -> dict[str, str]:
         """``{id: source}`` of the rows whose source lies in ``path``: the file itself (``path``
         or ``path:line``) or, for a folder, any file under it (``path/...``)."""
+        check_path(path, "sources_in's argument")
+        path = str(path)
         # LIKE treats % and _ as wildcards, so it only narrows; the exact test is ours. The
         # files of the folder "." are recorded as "a.txt", "sub/b.txt": no common prefix.
         prefix = "" if path == "." else path
-        expression = f"source like {json.dumps(prefix + '%', ensure_ascii=False)}"
+        # every row for ".": a Milvus server (2.5) matches no row to a bare ``like "%"``
+        expression = f"source like {json.dumps(prefix + '%', ensure_ascii=False)}" if prefix else ""
         found: dict[str, str] = {}
         with _milvus("look up sources"):
             rows = self.client.query_iterator(
@@ -658,17 +663,19 @@ def _binding(info: dict) -> dict:
     return recorded if isinstance(recorded, dict) else {}
 
 
-def _json_problem(value: object) -> str | None:
+def _json_problem(value: object, depth: int = 0) -> str | None:
     """What keeps ``value`` from being stored as Milvus JSON as it is, or None."""
+    if isinstance(value, dict | list | tuple) and depth >= MAX_METADATA_DEPTH:
+        return f"nested more than {MAX_METADATA_DEPTH} levels deep"
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 return f"the key {key!r} is not a string"
-            problem = _json_problem(key) or _json_problem(item)
+            problem = _json_problem(key) or _json_problem(item, depth + 1)
             if problem:
                 return problem
     elif isinstance(value, list | tuple):
-        return next(filter(None, map(_json_problem, value)), None)
+        return next((p for item in value if (p := _json_problem(item, depth + 1))), None)
     elif isinstance(value, str):
         try:
             check_unicode(value)
@@ -704,9 +711,12 @@ def _here(file: str) -> bool:
     parts = Path(file).parts
     if not parts or Path(file).is_absolute() or parts[0] == "..":
         return False
-    if len(parts) == 1:
-        return Path(file).exists() or Path(file).suffix.lower() in CORPUS_SUFFIXES
-    return Path(parts[0]).is_dir()
+    try:  # a label longer than a file name can be is no file here
+        if len(parts) == 1:
+            return Path(file).exists() or Path(file).suffix.lower() in CORPUS_SUFFIXES
+        return Path(parts[0]).is_dir()
+    except OSError:
+        return False
 
 
 def _hit(raw: dict, score: float) -> Hit:
