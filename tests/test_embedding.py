@@ -325,6 +325,8 @@ def test_a_damaged_stream_state_is_refused_and_changes_nothing(models):
         {**state, "model_state": layers[:-1]},
         {**state, "pool": [np.zeros((1, 3))] * len(state["pool"])},
         {**state, "model_state": [[np.full_like(t, np.nan) for t in layer] for layer in layers]},
+        {**state, "model_state": [[np.full_like(t, np.inf) for t in layer] for layer in layers]},
+        {**state, "pending": "ra\ud800"},  # not Unicode: the next feed could not tokenize it
         {**state, "tokens": "many"},
         {k: v for k, v in state.items() if k != "pool"},
     ]:

@@ -158,8 +158,12 @@ def test_a_file_in_another_encoding_is_read_in_the_one_given(tmp_path, caplog):
     utf8 = write(tmp_path / "pairs.txt", lines)
     with pytest.raises(RnnembedError, match=r"byte \d+ \(line \d\) is not valid gbk"):
         evaluate(None, "pairs", file=utf8, mode="bm25", encoding="gbk")
-    with pytest.raises(RnnembedError, match="unknown encoding 'nope'"):
-        evaluate(None, "pairs", file=utf8, mode="bm25", encoding="nope")
+    for encoding in ("nope", 3):
+        with pytest.raises(RnnembedError, match=f"unknown encoding {encoding!r}"):
+            evaluate(None, "pairs", file=utf8, mode="bm25", encoding=encoding)
+    for paths in ({"file": 3}, {"data_dir": 3}):
+        with pytest.raises(RnnembedError, match=r"(file|data_dir) is a path \(str or Path\)"):
+            evaluate(None, "pairs", mode="bm25", **paths)
 
 
 def test_stsb_reader_keeps_the_first_seven_columns(tmp_path):

@@ -154,7 +154,7 @@ def check_encoding(encoding: str) -> None:
     """RnnembedError unless ``encoding`` is a codec whose line breaks are single bytes."""
     try:
         codecs.lookup(encoding)
-    except LookupError:
+    except (LookupError, TypeError):  # TypeError: not a string
         raise RnnembedError(
             f"unknown encoding {encoding!r}; try utf-8, cp1252 or latin-1"
         ) from None

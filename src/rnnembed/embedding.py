@@ -514,6 +514,10 @@ class EmbeddingStream:
         pending, tokens = saved.get("pending"), saved.get("tokens")
         if not isinstance(pending, str) or not is_whole(tokens):
             raise _damaged_state("'pending' must be text and 'tokens' a whole number")
+        try:
+            check_unicode(pending, "'pending'")
+        except RnnembedError as exc:
+            raise _damaged_state(str(exc)) from None
         pool = _tensors_like(saved.get("pool"), self._pool.tensors(), "pool")
         layers = flatten_state(self._state)
         state = saved.get("model_state")
@@ -537,7 +541,8 @@ def _tensors_like(arrays: object, like: list[torch.Tensor], key: str) -> list[to
             tensor = torch.tensor(np.asarray(array, dtype=np.float32), device=ref.device)
         except (TypeError, ValueError):
             raise _damaged_state(f"{key!r} holds something that is not numbers") from None
-        if tensor.shape != ref.shape or tensor.isnan().any():  # (max pooling starts at -inf)
+        # max pooling starts at -inf; nothing is ever +inf
+        if tensor.shape != ref.shape or tensor.isnan().any() or tensor.isposinf().any():
             raise _damaged_state(
                 f"{key!r} holds an array of shape {tuple(tensor.shape)} (expected "
                 f"{tuple(ref.shape)}) or with values that are not numbers"

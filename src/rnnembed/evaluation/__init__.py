@@ -18,6 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
+from rnnembed.atomic import check_path
 from rnnembed.config import check_flag, check_model
 from rnnembed.corpus import check_encoding
 from rnnembed.errors import RnnembedError
@@ -74,6 +75,9 @@ def evaluate(
     check_flag(adapt, "adapt")
     if encoding is not None:
         check_encoding(encoding)
+    for name, path in (("data_dir", data_dir), ("file", file)):
+        if path is not None:
+            check_path(path, name)
     if not isinstance(task, str) or task not in TASKS:
         raise RnnembedError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     if mode not in MODES:
