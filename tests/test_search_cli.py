@@ -253,6 +253,14 @@ def test_a_full_disk_is_a_clear_error_before_the_vectors_are_written(
     assert "Traceback" not in err and out_file.read_bytes() == b"an earlier file"
     assert [p.name for p in tmp_path.iterdir()] == ["vectors.npy"]  # no temporary file left
 
+    def unsupported(fd, offset, length):  # a file system that cannot reserve: written as before
+        raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+
+    monkeypatch.setattr(os, "posix_fallocate", unsupported, raising=False)
+    code, _, err = run(capsys, "embed", model, corpus, "--out", out_file, "--quiet")
+    assert code == 0, err
+    assert np.load(out_file).shape[0] == len(list(read_chunks([corpus], "lines")))
+
 
 def test_a_weights_file_the_disk_cannot_hold_is_an_oserror(tmp_path, monkeypatch):
     from safetensors import SafetensorError

@@ -56,13 +56,17 @@ def save_tensors(path: str | Path, tensors: dict, metadata: dict[str, str]) -> N
 def reserve_space(path: Path) -> None:
     """Allocate the disk blocks of the file ``path`` (sparse, as a fresh memory map is) now,
     so that a full disk is an OSError (ENOSPC) here rather than a SIGBUS at a later write
-    into the map. Where the system has no ``posix_fallocate``, nothing is done."""
-    if hasattr(os, "posix_fallocate"):
-        fd = os.open(path, os.O_RDWR)
-        try:
-            os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
-        finally:
-            os.close(fd)
+    into the map. Where the system or the file system cannot reserve space, nothing is done."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:
