@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pytest
@@ -205,6 +206,21 @@ def test_user_mistakes_are_clear_errors_not_wrong_results():
     nan = torch.full((8, 1), float("nan"))
     with pytest.raises(RnnembedError, match="the loss became nan in epoch 1"):
         fit(BasicNN(1, 4, 1), [(nan, y.unsqueeze(-1))])
+    model = BasicNN(1, 4, 1)
+    weights = copy.deepcopy(model.state_dict())
+    with pytest.raises(RnnembedError, match="the loss became nan in epoch 1.*as they were"):
+        fit(model, [(x, y.unsqueeze(-1)), (nan, y.unsqueeze(-1))])  # after one good update
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, weights[name])
+    for options, problem in [
+        ({"lr": float("nan")}, "lr must be a number above 0, not nan"),
+        ({"lr": -1}, "lr must be a number above 0"),
+        ({"epochs": 2.5}, "epochs must be a whole number"),
+    ]:
+        with pytest.raises(RnnembedError, match=problem):
+            fit(BasicNN(1, 4, 1), [(x, y.unsqueeze(-1))], **options)
+    with pytest.raises(RnnembedError, match="no trainable parameters"):
+        fit(torch.nn.Identity(), [(x, x)])
     with pytest.raises(RnnembedError, match=r"shape \(batch, time, in_dims\)"):
         SimpleRNN(2, 3, 2).run(torch.randn(4, 2))
 

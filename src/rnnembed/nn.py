@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnembed.config import is_number, is_whole
 from rnnembed.errors import RnnembedError
 
 Activation = Callable[[Tensor], Tensor]
@@ -287,7 +288,8 @@ def fit(
     """The article's loop: a batch in, Λ, backprop, update, repeat.
 
     Stops when an epoch's mean loss changes by less than ``tol`` from the one before, or after
-    ``epochs`` passes over ``batches`` (a re-iterable of (x, target) pairs).
+    ``epochs`` passes over ``batches`` (a re-iterable of (x, target) pairs). A loss that is not
+    finite stops it with an error and the model's weights as they were before the call.
     """
     batches = list(batches)
     if not batches or not all(isinstance(b, tuple | list) and len(b) == 2 for b in batches):
@@ -295,6 +297,13 @@ def fit(
             "fit takes a list of (x, target) batches, at least one; wrap a single batch in a "
             "list: fit(model, [(x, target)])"
         )
+    if not (is_number(lr) and 0 < lr < math.inf):
+        raise RnnembedError(f"lr must be a number above 0, not {lr!r}")
+    if not (is_whole(epochs) and epochs >= 0):
+        raise RnnembedError(f"epochs must be a whole number, at least 0, not {epochs!r}")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise RnnembedError("the model has no trainable parameters; there is nothing to fit")
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if optimizer == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     elif optimizer == "adam":
@@ -308,15 +317,16 @@ def fit(
         for x, target in batches:
             opt.zero_grad()
             value = loss_value(loss, model(x), target)
+            if not math.isfinite(value.item()):  # before the update, which would spread it
+                model.load_state_dict(before)
+                raise RnnembedError(
+                    f"the loss became {value.item()} in epoch {len(result.losses) + 1}; check the "
+                    "inputs for NaN or infinity, or lower lr (the weights are as they were)"
+                )
             value.backward()
             opt.step()
             total += value.item()
         result.losses.append(total / len(batches))
-        if not math.isfinite(result.losses[-1]):
-            raise RnnembedError(
-                f"the loss became {result.losses[-1]} in epoch {len(result.losses)}; check the "
-                "inputs for NaN or infinity, or lower lr"
-            )
         if len(result.losses) > 1 and abs(result.losses[-2] - result.losses[-1]) < tol:
             result.converged = True
             break
