@@ -1,5 +1,7 @@
 import hashlib
 import json
+import socket
+import threading
 from dataclasses import replace
 
 import pytest
@@ -62,9 +64,40 @@ def test_download_keeps_only_a_verified_file(tmp_path):
     assert not target.exists() and list(target.parent.iterdir()) == []
     ds.download_file(source.as_uri(), target, good, progress=False)
     assert target.read_bytes() == source.read_bytes()
-    with pytest.raises(RnnembedError, match="could not download"):
-        ds.download_file((tmp_path / "absent").as_uri(), target, good, progress=False)
+    for url in ((tmp_path / "absent").as_uri(), "notaurl", "http://[::1"):
+        with pytest.raises(RnnembedError, match="could not download"):
+            ds.download_file(url, target, good, progress=False)
     assert target.read_bytes() == source.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\nsome bytes",
+        b"NOT HTTP AT ALL\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nbroken",
+    ],
+)
+def test_a_server_that_breaks_http_is_a_clear_error(tmp_path, reply):
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+
+        def answer() -> None:
+            connection, _ = server.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(reply)
+
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/file.txt"
+        target = tmp_path / "file.txt"
+        # a length that is no number is read as unknown: the bytes arrive, their sum is wrong
+        with pytest.raises(RnnembedError, match="could not download|checksum mismatch"):
+            ds.download_file(url, target, "0" * 64, progress=False)
+        thread.join(10)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_listing_marks_a_damaged_cached_file_and_shows_the_rest(dirs, capsys):

@@ -8,6 +8,7 @@ a download into the cache with a progress bar and a sha256 check.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import urllib.request
 from dataclasses import dataclass
@@ -191,7 +192,8 @@ def download_file(url: str, target: Path, sha256: str, progress: bool = True) ->
                 disable=not progress,
             ) as bar,
         ):
-            total = int(response.headers.get("Content-Length") or 0) or None
+            length = response.headers.get("Content-Length") or ""
+            total = int(length) if length.isdigit() and int(length) > 0 else None
             task = bar.add_task(f"downloading {target.name}", total=total)
             while chunk := response.read(1 << 20):
                 digest.update(chunk)
@@ -203,8 +205,9 @@ def download_file(url: str, target: Path, sha256: str, progress: bool = True) ->
                     f"{url}: checksum mismatch (sha256 {digest.hexdigest()}, expected {sha256}); "
                     "nothing was kept; try again later or fetch the file by hand"
                 )
-    except OSError as exc:
+    except (OSError, http.client.HTTPException, ValueError) as exc:  # ValueError: a bad URL
         raise RnnembedError(
-            f"could not download {url} ({exc}); check your connection, or put the file at "
+            f"could not download {url} ({str(exc) or type(exc).__name__}); check your "
+            "connection, or put the file at "
             f"{target} (or at $RNNEMBED_DATA_DIR/{target.parent.name}/{target.name})"
         ) from None
