@@ -184,6 +184,12 @@ def test_user_errors_are_clear():
         KneserNeyLM.train([], 3, EOS)
     with pytest.raises(RnnembedError, match="0..2"):
         KneserNeyLM.train([1, 3, 0], 3, EOS)
+    for vocab_size in (4.0, "4", 0, 10**12):  # 10**12 asked for 931 GiB
+        with pytest.raises(RnnembedError, match="vocab_size must be a whole number from 1"):
+            KneserNeyLM.train([1, 2, 0], vocab_size, EOS)
+    for eos in (0.5, None, 3):
+        with pytest.raises(RnnembedError, match="must be an id of the vocabulary"):
+            KneserNeyLM.train([1, 2, 0], 3, eos)
     model = KneserNeyLM.train([1, 2, 0], 3, EOS)
     with pytest.raises(RnnembedError, match="tokenizer"):
         model.log_probs([-1])

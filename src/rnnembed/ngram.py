@@ -31,8 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnembed.config import is_whole
 from rnnembed.errors import RnnembedError
 from rnnembed.perplexity import Evaluation
+from rnnembed.tokenizer import MAX_VOCAB
 
 MAX_ORDER = 5
 FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)
@@ -79,9 +81,13 @@ class KneserNeyLM:
         ``order`` and estimate the smoothed model."""
         if not isinstance(order, (int, np.integer)) or not 1 <= order <= MAX_ORDER:
             raise RnnembedError(f"n-gram order must be 1 to {MAX_ORDER}, not {order!r}")
-        if vocab_size < 1 or not 0 <= eos_id < vocab_size:
+        if not (is_whole(vocab_size) and 1 <= vocab_size <= MAX_VOCAB):
             raise RnnembedError(
-                f"eos_id {eos_id} must be an id of the vocabulary (size {vocab_size})"
+                f"vocab_size must be a whole number from 1 to {MAX_VOCAB:,}, not {vocab_size!r}"
+            )
+        if not (is_whole(eos_id) and 0 <= eos_id < vocab_size):
+            raise RnnembedError(
+                f"eos_id {eos_id!r} must be an id of the vocabulary (size {vocab_size})"
             )
         x = _padded(ids, vocab_size, eos_id)
         if len(x) == 1:
