@@ -184,7 +184,10 @@ def _edit_config(folder, **changes):
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        (lambda d: (d / "model.safetensors").unlink(), "model.safetensors: missing"),
+        (  # not "resume it": the run had saved them, and its checkpoint has the last step's
+            lambda d: (d / "model.safetensors").unlink(),
+            r"model.safetensors: missing \(the run saved its best weights here and they were",
+        ),
         (lambda d: (d / "model.safetensors").write_bytes(b"\x00" * 64), "damaged"),
         (lambda d: (d / "config.json").unlink(), "no config.json"),
         (lambda d: (d / "config.json").write_text("{oops"), "config.json: damaged"),

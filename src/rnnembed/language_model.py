@@ -495,6 +495,23 @@ def _save_weights(model: RecurrentLM, path: Path) -> None:
     save_tensors(path, tensors, metadata={"format": "rnnembed"})
 
 
+def _missing_weights_hint(folder: Path) -> str:
+    """Why a run ``folder`` may lack its weights: not saved yet (resume it), or saved and since
+    removed (a checkpoint holds the last step's weights, not the best ones kept)."""
+    if not (folder / CHECKPOINT).is_file():
+        return ""
+    try:
+        saved = any(record.get("improved") for record in read_metrics(folder))
+    except RnnembedError:
+        return ""
+    if saved:
+        return (
+            " (the run saved its best weights here and they were removed since, which its "
+            "checkpoint cannot restore)"
+        )
+    return " (its training has not reached a first evaluation: resume it)"
+
+
 def _model_folder(path: object) -> Path:
     """``path`` as a Path, or RnnembedError if it is not a path at all (None, a model, ...)."""
     check_path(path, "a model folder")
@@ -625,12 +642,9 @@ def _read_config(path: Path) -> dict:
 
 def _load_weights(file: Path, model: RecurrentLM) -> RecurrentLM:
     if not file.is_file():
-        hint = (
-            " (its training has not reached a first evaluation: resume it)"
-            if (file.parent / CHECKPOINT).is_file()
-            else ""
+        raise RnnembedError(
+            f"{file}: missing{_missing_weights_hint(file.parent)}; restore it or retrain"
         )
-        raise RnnembedError(f"{file}: missing{hint}; restore it or retrain")
     damaged = f"{file}: damaged or from another model ({{}}); restore it or retrain"
     try:
         tensors = load_file(str(file))
