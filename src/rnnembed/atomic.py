@@ -39,11 +39,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def save_tensors(path: str | Path, tensors: dict, metadata: dict[str, str]) -> None:
-    """safetensors' ``save_file`` of ``tensors`` to ``path``, atomically. Its write errors (a
-    full disk) come as OSError, as every other write's do, not as safetensors' own error."""
+    """safetensors' ``save_file`` of ``tensors`` (from any device; copied to the CPU as
+    contiguous arrays) to ``path``, atomically. Its write errors (a full disk) come as
+    OSError, as every other write's do, not as safetensors' own error."""
     from safetensors import SafetensorError
     from safetensors.torch import save_file
 
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         try:
             save_file(tensors, str(tmp), metadata=metadata)

@@ -491,8 +491,7 @@ def _log_evaluation(trainer: Trainer, record: dict) -> None:
 
 
 def _save_weights(model: RecurrentLM, path: Path) -> None:
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model_tensors(model).items()}
-    save_tensors(path, tensors, metadata={"format": "rnnembed"})
+    save_tensors(path, model_tensors(model), metadata={"format": "rnnembed"})
 
 
 def _missing_weights_hint(folder: Path) -> str:

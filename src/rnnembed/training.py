@@ -644,7 +644,6 @@ class Trainer:
                 tensors[f"state.{i}.{j}"] = t
         trainer = {key: getattr(self, key) for key in self.RESUMABLE}
         trainer["param_groups"] = optim["param_groups"]
-        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         save_tensors(self.out / CHECKPOINT, tensors, metadata={"trainer": json.dumps(trainer)})
 
     def load_checkpoint(self) -> None:
